@@ -1,0 +1,3 @@
+//! File-system semantics (MS-FSA): what an open means, independent of SMB and of POSIX.
+
+pub mod types;

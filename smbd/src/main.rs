@@ -1,0 +1,3 @@
+fn main() {
+    println!("holdfast-smbd: not yet");
+}

@@ -1,0 +1,1 @@
+//! The SMB server layer: connections, sessions, tree connects, opens, credits, signing.
