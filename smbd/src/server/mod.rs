@@ -1,1 +1,14 @@
-//! The SMB server layer: connections, sessions, tree connects, opens, credits, signing.
+//! The SMB server layer: connections, sessions, tree connects, opens, credits,
+//! signing. It speaks MS-SMB2 above and MS-FSA (crate::fsa) below.
+
+pub mod conn;
+pub mod credits;
+pub mod files;
+pub mod listen;
+pub mod negotiate;
+pub mod query;
+pub mod session;
+pub mod state;
+pub mod tree;
+
+pub use state::{ServerState, Share};

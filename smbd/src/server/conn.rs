@@ -1,0 +1,472 @@
+//! One client connection: framing, compound chains, credits, signing, dispatch.
+
+use super::credits::{self, CreditWindow};
+use super::files::Open;
+use super::session::Session;
+use super::state::ServerState;
+use crate::server::crypto::{self, PreauthHash, SigningAlgorithm};
+use crate::wire::header::{self, offsets, FLAGS_RELATED_OPERATIONS, FLAGS_SERVER_TO_REDIR, FLAGS_SIGNED};
+use crate::wire::{Command, FileId, Header, NtStatus, HEADER_LEN};
+use bytes::{BufMut, BytesMut};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tracing::{debug, info, warn, Instrument};
+
+/// Largest frame accepted before NEGOTIATE has set the real limit.
+const PRENEGOTIATE_MAX_FRAME: usize = 256 * 1024;
+/// Overhead allowed on top of the negotiated max read/write size.
+const FRAME_OVERHEAD: usize = 64 * 1024;
+/// Offset of TreeId in the SMB2 sync header.
+pub const TREE_ID_OFFSET: usize = 36;
+
+/// What a handler produced: a status and (after the 64-byte header placeholder) a body.
+pub struct Reply {
+    pub status: NtStatus,
+    /// Starts with HEADER_LEN placeholder bytes; the body follows.
+    pub buf: BytesMut,
+}
+
+impl Reply {
+    /// A buffer ready for a wire encoder: a zeroed header placeholder.
+    pub fn buf() -> BytesMut {
+        let mut b = BytesMut::with_capacity(256);
+        b.resize(HEADER_LEN, 0);
+        b
+    }
+    pub fn ok(buf: BytesMut) -> Result<Reply, NtStatus> {
+        Ok(Reply { status: NtStatus::SUCCESS, buf })
+    }
+    pub fn with_status(status: NtStatus, buf: BytesMut) -> Result<Reply, NtStatus> {
+        Ok(Reply { status, buf })
+    }
+}
+
+/// Per-message context inside a compound chain.
+pub struct Ctx<'a> {
+    pub hdr: Header,
+    pub msg: &'a [u8],
+    /// FileId produced or used by the previous request of a related chain.
+    pub related_fid: Option<FileId>,
+}
+
+impl Ctx<'_> {
+    /// Substitutes the chain's FileId for the all-ones placeholder.
+    pub fn fid(&self, fid: FileId) -> FileId {
+        if fid == FileId::ANY {
+            self.related_fid.unwrap_or(fid)
+        } else {
+            fid
+        }
+    }
+}
+
+/// Negotiated connection parameters.
+#[derive(Default, Clone)]
+pub struct Negotiated {
+    pub dialect: u16,
+    pub client_guid: [u8; 16],
+    pub client_caps: u32,
+    pub client_security_mode: u16,
+    pub client_dialects: Vec<u16>,
+    pub server_security_mode: u16,
+    pub server_caps: u32,
+    pub signing: Option<SigningAlgorithm>,
+    pub cipher: Option<crypto::Cipher>,
+    pub max_read: u32,
+    pub max_write: u32,
+    pub max_transact: u32,
+}
+
+pub struct Connection {
+    pub st: Arc<ServerState>,
+    pub peer: SocketAddr,
+    pub conn_id: u64,
+    pub neg: Negotiated,
+    pub credits: CreditWindow,
+    /// Connection preauth integrity hash (3.1.1), after NEGOTIATE.
+    pub preauth: PreauthHash,
+    pub sessions: HashMap<u64, Session>,
+    pub opens: HashMap<u64, Open>,
+    /// Set when the connection must be dropped after sending what is queued.
+    pub terminate: bool,
+    /// Sessions logged off in the current chain, dropped once their responses are signed.
+    pub logged_off: Vec<u64>,
+}
+
+impl Connection {
+    pub fn new(st: Arc<ServerState>, peer: SocketAddr, conn_id: u64) -> Self {
+        Connection {
+            st,
+            peer,
+            conn_id,
+            neg: Negotiated::default(),
+            credits: CreditWindow::new(),
+            preauth: PreauthHash::new(),
+            sessions: HashMap::new(),
+            opens: HashMap::new(),
+            terminate: false,
+            logged_off: Vec::new(),
+        }
+    }
+
+    fn max_frame(&self) -> usize {
+        if self.neg.dialect == 0 {
+            PRENEGOTIATE_MAX_FRAME
+        } else {
+            let m = self.neg.max_read.max(self.neg.max_write).max(self.neg.max_transact) as usize;
+            m + FRAME_OVERHEAD
+        }
+    }
+
+    /// Serves the connection until the peer leaves, a protocol violation, or shutdown.
+    pub async fn run<S>(mut self, mut sock: S)
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let span = tracing::info_span!("conn", id = self.conn_id, peer = %self.peer);
+        async {
+            info!("connected");
+            let why = self.serve(&mut sock).await;
+            self.teardown().await;
+            info!(reason = %why, "disconnected");
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn serve<S>(&mut self, sock: &mut S) -> String
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let mut len_buf = [0u8; 4];
+        loop {
+            if let Err(e) = sock.read_exact(&mut len_buf).await {
+                return format!("read: {e}");
+            }
+            let len = match crate::wire::frame::parse_frame_len(len_buf) {
+                Ok(l) => l,
+                Err(e) => return format!("bad frame header: {e}"),
+            };
+            if len > self.max_frame() {
+                warn!(len, max = self.max_frame(), "frame larger than negotiated maximum");
+                return "oversized frame".into();
+            }
+            if len < 4 {
+                return "runt frame".into();
+            }
+            let mut buf = vec![0u8; len];
+            if let Err(e) = sock.read_exact(&mut buf).await {
+                return format!("read: {e}");
+            }
+            let out = match self.process_frame(buf).await {
+                Ok(Some(out)) => out,
+                Ok(None) => continue,
+                Err(why) => return why,
+            };
+            let hdr = crate::wire::frame::frame_header(out.len());
+            if let Err(e) = sock.write_all(&hdr).await {
+                return format!("write: {e}");
+            }
+            if let Err(e) = sock.write_all(&out).await {
+                return format!("write: {e}");
+            }
+            if self.terminate {
+                return "terminated by server".into();
+            }
+        }
+    }
+
+    /// Handles one transport frame; returns the response frame (without the
+    /// 4-byte transport header), None for no response, or Err to disconnect.
+    async fn process_frame(&mut self, buf: Vec<u8>) -> Result<Option<BytesMut>, String> {
+        match buf.get(0..4) {
+            Some(p) if p == header::SMB1_PROTOCOL_ID => self.smb1_negotiate(&buf).map(Some),
+            Some(p) if p == header::PROTOCOL_ID => self.process_chain(&buf).await,
+            Some(p) if p == header::TRANSFORM_PROTOCOL_ID => Err("encrypted message not supported yet".into()),
+            _ => Err("unknown protocol id".into()),
+        }
+    }
+
+    /// Processes a chain of (possibly compounded) SMB2 requests.
+    async fn process_chain(&mut self, buf: &[u8]) -> Result<Option<BytesMut>, String> {
+        let bounds = crate::wire::frame::split_compound(buf).map_err(|e| format!("bad compound chain: {e}"))?;
+        let mut out = BytesMut::new();
+        let mut prev_start: Option<usize> = None;
+        let mut related_fid: Option<FileId> = None;
+        let mut chain_session: u64 = 0;
+        let mut chain_tree: u32 = 0;
+        let mut chain_status = NtStatus::SUCCESS;
+        let count = bounds.len();
+        for (idx, &(start, end)) in bounds.iter().enumerate() {
+            let msg = &buf[start..end];
+            let mut hdr = Header::decode(msg).map_err(|e| format!("bad header: {e}"))?;
+            if hdr.is_response() {
+                return Err("response sent to server".into());
+            }
+            let related = hdr.is_related();
+            // Credits: every request but CANCEL consumes its charge.
+            let cmd = hdr.cmd();
+            if cmd != Some(Command::Cancel) && !self.consume_credits(&hdr) {
+                return Err(format!("message id {} outside the credit window", hdr.message_id));
+            }
+            if related && idx > 0 {
+                hdr.session_id = chain_session;
+                hdr.set_tree_id(chain_tree);
+            }
+            if cmd == Some(Command::Cancel) {
+                // Nothing is ever pending yet, so there is nothing to cancel and no reply.
+                continue;
+            }
+            let span = tracing::debug_span!("req", cmd = ?cmd, mid = hdr.message_id, sid = hdr.session_id, tid = hdr.tree_id());
+            let result = if related && idx == 0 {
+                Err(NtStatus::INVALID_PARAMETER)
+            } else if related && chain_status.is_error() && idx > 0 {
+                Err(chain_status)
+            } else {
+                match self.check_signature(&hdr, msg) {
+                    Err(s) => Err(s),
+                    Ok(()) => {
+                        let mut ctx = Ctx {
+                            hdr: hdr.clone(),
+                            msg,
+                            related_fid: if related { related_fid } else { None },
+                        };
+                        let r = self.dispatch(&mut ctx).instrument(span).await;
+                        related_fid = ctx.related_fid;
+                        r
+                    }
+                }
+            };
+            let reply = match result {
+                Ok(r) => r,
+                Err(status) => {
+                    debug!(?cmd, ?status, "request failed");
+                    let mut b = Reply::buf();
+                    error_body(&mut b);
+                    Reply { status, buf: b }
+                }
+            };
+            // Remember what later related requests inherit.
+            chain_session = reply_session_id(&hdr, &reply);
+            chain_tree = reply_tree_id(&hdr, &reply);
+            chain_status = if reply.status.is_error() { reply.status } else { NtStatus::SUCCESS };
+            if cmd == Some(Command::Create) && reply.status.is_error() {
+                related_fid = None;
+            }
+            let last = idx + 1 == count;
+            if let Some(p) = prev_start {
+                let off = out.len() - p;
+                out[p + offsets::NEXT_COMMAND..p + offsets::NEXT_COMMAND + 4].copy_from_slice(&(off as u32).to_le_bytes());
+            }
+            prev_start = Some(out.len());
+            self.finish_reply(&hdr, reply, related && idx > 0, last, &mut out);
+            if self.terminate {
+                break;
+            }
+        }
+        for sid in std::mem::take(&mut self.logged_off) {
+            self.sessions.remove(&sid);
+        }
+        if out.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(out))
+    }
+
+    fn consume_credits(&mut self, hdr: &Header) -> bool {
+        let charge = if self.neg.dialect >= 0x0210 { hdr.credit_charge } else { 1 };
+        self.credits.consume(hdr.message_id, charge)
+    }
+
+    /// Verifies a request's signature, and that a session requiring signing got one.
+    fn check_signature(&self, hdr: &Header, msg: &[u8]) -> Result<(), NtStatus> {
+        let cmd = hdr.cmd();
+        if matches!(cmd, Some(Command::Negotiate)) {
+            return Ok(());
+        }
+        let Some(sess) = self.sessions.get(&hdr.session_id) else {
+            return Ok(());
+        };
+        if hdr.is_signed() {
+            let (Some(key), Some(alg)) = (sess.signing_key(), self.neg.signing) else {
+                // Signed by a session that has no key (still authenticating, guest).
+                return if matches!(cmd, Some(Command::SessionSetup)) { Ok(()) } else { Err(NtStatus::ACCESS_DENIED) };
+            };
+            if !crypto::verify_message(alg, key, msg) {
+                warn!(mid = hdr.message_id, "bad signature");
+                return Err(NtStatus::ACCESS_DENIED);
+            }
+        } else if sess.signing_required && sess.is_valid() && !matches!(cmd, Some(Command::SessionSetup)) {
+            warn!(mid = hdr.message_id, "unsigned request on a session that requires signing");
+            return Err(NtStatus::ACCESS_DENIED);
+        }
+        Ok(())
+    }
+
+    /// Builds the response header for `reply`, signs it if needed, appends it to `out`.
+    fn finish_reply(&mut self, req: &Header, reply: Reply, related: bool, last: bool, out: &mut BytesMut) {
+        let want = req.credits.max(1);
+        let granted = if req.cmd() == Some(Command::Cancel) { 0 } else { self.credits.grant(want) };
+        let mut h = Header {
+            credit_charge: req.credit_charge,
+            status: reply.status.0,
+            command: req.command,
+            credits: granted,
+            flags: FLAGS_SERVER_TO_REDIR | (req.flags & header::FLAGS_PRIORITY_MASK),
+            next_command: 0,
+            message_id: req.message_id,
+            async_or_tree: req.async_or_tree,
+            session_id: req.session_id,
+            signature: [0; 16],
+        };
+        if related {
+            h.flags |= FLAGS_RELATED_OPERATIONS;
+        }
+        h.session_id = reply_session_id(req, &reply);
+        h.set_tree_id(reply_tree_id(req, &reply));
+        let mut buf = reply.buf;
+        let mut hb = BytesMut::with_capacity(HEADER_LEN);
+        h.encode(&mut hb);
+        buf[..HEADER_LEN].copy_from_slice(&hb);
+        if !last {
+            crate::wire::pad_to(&mut buf, 8);
+        }
+        if self.should_sign(req, &h) {
+            if let Some((key, alg)) = self.sessions.get(&h.session_id).and_then(|s| s.signing_key()).zip(self.neg.signing) {
+                crypto::sign_message(alg, key, &mut buf);
+            }
+        }
+        self.note_response(req.cmd(), NtStatus(h.status), h.session_id, &buf);
+        out.put_slice(&buf);
+    }
+
+    fn should_sign(&self, req: &Header, resp: &Header) -> bool {
+        let Some(sess) = self.sessions.get(&resp.session_id) else {
+            return false;
+        };
+        if sess.signing_key().is_none() {
+            return false;
+        }
+        let status = NtStatus(resp.status);
+        if req.cmd() == Some(Command::SessionSetup) {
+            // The final SESSION_SETUP response proves the key (MS-SMB2 3.3.5.5.3).
+            return status == NtStatus::SUCCESS && (sess.signing_required || self.neg.dialect >= 0x0300 || req.is_signed());
+        }
+        if status == NtStatus::PENDING {
+            return false;
+        }
+        req.is_signed() || sess.signing_required
+    }
+
+    async fn dispatch(&mut self, ctx: &mut Ctx<'_>) -> Result<Reply, NtStatus> {
+        let Some(cmd) = ctx.hdr.cmd() else {
+            return Err(NtStatus::INVALID_PARAMETER);
+        };
+        if self.neg.dialect == 0 && cmd != Command::Negotiate {
+            return Err(NtStatus::INVALID_PARAMETER);
+        }
+        match cmd {
+            Command::Negotiate => self.negotiate(ctx),
+            Command::SessionSetup => self.session_setup(ctx).await,
+            Command::Echo => {
+                let mut b = Reply::buf();
+                b.put_u16_le(4);
+                b.put_u16_le(0);
+                Reply::ok(b)
+            }
+            _ => {
+                self.session_for(ctx)?;
+                match cmd {
+                    Command::Logoff => self.logoff(ctx).await,
+                    Command::TreeConnect => self.tree_connect(ctx),
+                    Command::TreeDisconnect => self.tree_disconnect(ctx).await,
+                    Command::Create => self.create(ctx).await,
+                    Command::Close => self.close(ctx).await,
+                    Command::Flush => self.flush(ctx).await,
+                    Command::Read => self.read(ctx).await,
+                    Command::Write => self.write(ctx).await,
+                    Command::Lock => self.lock(ctx).await,
+                    Command::Ioctl => self.ioctl(ctx).await,
+                    Command::QueryDirectory => self.query_directory(ctx).await,
+                    Command::QueryInfo => self.query_info(ctx).await,
+                    Command::SetInfo => self.set_info(ctx).await,
+                    Command::ChangeNotify => Err(NtStatus::NOT_IMPLEMENTED),
+                    Command::OplockBreak => Err(NtStatus::INVALID_OPLOCK_PROTOCOL),
+                    Command::Negotiate | Command::SessionSetup | Command::Echo | Command::Cancel => {
+                        Err(NtStatus::INVALID_PARAMETER)
+                    }
+                }
+            }
+        }
+    }
+
+    /// The valid session a request names (USER_SESSION_DELETED otherwise).
+    pub fn session_for(&self, ctx: &Ctx<'_>) -> Result<&Session, NtStatus> {
+        match self.sessions.get(&ctx.hdr.session_id) {
+            Some(s) if s.is_valid() => Ok(s),
+            Some(_) => Err(NtStatus::USER_SESSION_DELETED),
+            None => Err(NtStatus::USER_SESSION_DELETED),
+        }
+    }
+
+    /// Closes every open and session when the connection ends.
+    async fn teardown(&mut self) {
+        let ids: Vec<u64> = self.opens.keys().copied().collect();
+        for id in ids {
+            if let Some(open) = self.opens.remove(&id) {
+                self.close_open(open).await;
+            }
+        }
+        self.sessions.clear();
+    }
+
+    /// Checks the credit charge of a request moving `payload` bytes.
+    pub fn check_charge(&self, hdr: &Header, payload: u64) -> Result<(), NtStatus> {
+        if self.neg.dialect >= 0x0210 && self.neg.server_caps & crate::wire::negotiate::GLOBAL_CAP_LARGE_MTU != 0 {
+            let need = credits::required_charge(payload);
+            if hdr.credit_charge.max(1) < need {
+                return Err(NtStatus::INVALID_PARAMETER);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Writes the 9-byte SMB2 ERROR response body.
+pub fn error_body(b: &mut BytesMut) {
+    b.put_u16_le(9);
+    b.put_u8(0);
+    b.put_u8(0);
+    b.put_u32_le(0);
+    b.put_u8(0);
+}
+
+/// Session setup and tree connect handlers leave the id they allocated in the
+/// placeholder header (SessionId at 40, TreeId at 36) for the header builder.
+fn hint(buf: &BytesMut, off: usize, len: usize) -> Option<u64> {
+    let b = buf.get(off..off + len)?;
+    let mut v = [0u8; 8];
+    v[..len].copy_from_slice(b);
+    let v = u64::from_le_bytes(v);
+    (v != 0).then_some(v)
+}
+
+/// The SessionId the response carries.
+fn reply_session_id(req: &Header, reply: &Reply) -> u64 {
+    if req.cmd() == Some(Command::SessionSetup) {
+        hint(&reply.buf, offsets::SESSION_ID, 8).unwrap_or(req.session_id)
+    } else {
+        req.session_id
+    }
+}
+
+/// The TreeId the response carries.
+fn reply_tree_id(req: &Header, reply: &Reply) -> u32 {
+    if req.cmd() == Some(Command::TreeConnect) && reply.status.is_success() {
+        hint(&reply.buf, TREE_ID_OFFSET, 4).map_or(req.tree_id(), |t| t as u32)
+    } else {
+        req.tree_id()
+    }
+}

@@ -1,0 +1,638 @@
+//! Opens and the file commands: CREATE, CLOSE, READ, WRITE, FLUSH, LOCK, IOCTL.
+
+use super::conn::{Connection, Ctx, Reply};
+use super::state::Share;
+use crate::fsa::broker::FileKey;
+use crate::fsa::names;
+use crate::fsa::types::{access, action, attr, disposition, options, FileMeta};
+use crate::posix::{self, CreateMode, DirMode, OpenRequest};
+use crate::wire::close::{CloseRequest, CloseResponse};
+use crate::wire::create::{CreateContext, CreateRequest, CreateResponse};
+use crate::wire::ioctl::{IoctlRequest, IoctlResponse};
+use crate::wire::lock::LockRequest;
+use crate::wire::rw::{ReadRequest, ReadResponse, WriteRequest, WriteResponse};
+use crate::wire::simple::FlushRequest;
+use crate::wire::{FileId, NtStatus};
+use bytes::{BufMut, BytesMut};
+use kmod_interface::identity::Identity;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::Arc;
+use tracing::{debug, info, warn};
+
+/// State of a directory enumeration on an open.
+#[derive(Default)]
+pub struct DirCursor {
+    pub entries: Vec<(String, FileMeta)>,
+    pub next: usize,
+    pub pattern: Option<String>,
+}
+
+/// An SMB open: one FileId, backed by one open file description.
+pub struct Open {
+    pub fid: FileId,
+    pub session_id: u64,
+    pub tree_id: u32,
+    pub share: Arc<Share>,
+    pub fd: Arc<OwnedFd>,
+    pub key: FileKey,
+    /// Share-relative path at open time (the broker tracks renames).
+    pub path: PathBuf,
+    /// The name as the client sent it, for name queries.
+    pub smb_name: String,
+    pub is_dir: bool,
+    pub access: u32,
+    pub identity: Arc<Identity>,
+    pub position: u64,
+    pub mode: u32,
+    pub dir: Option<DirCursor>,
+}
+
+/// Runs a file-system call on a blocking thread as `id`, mapping errors to NTSTATUS.
+pub async fn fs<T, F>(id: Arc<Identity>, f: F) -> Result<T, NtStatus>
+where
+    T: Send + 'static,
+    F: FnOnce() -> io::Result<T> + Send + 'static,
+{
+    match tokio::task::spawn_blocking(move || posix::run_as(&id, f)).await {
+        Ok(Ok(Ok(v))) => Ok(v),
+        Ok(Ok(Err(e))) | Ok(Err(e)) => Err(posix::errors::errno_to_status(&e)),
+        Err(_) => Err(NtStatus::INTERNAL_ERROR),
+    }
+}
+
+const VALID_ATTRS: u32 = 0x0003_7FB7;
+const DATA_WRITE: u32 = access::FILE_WRITE_DATA | access::FILE_APPEND_DATA;
+const DATA_READ: u32 = access::FILE_READ_DATA | access::FILE_EXECUTE;
+/// Bits a read-only tree refuses.
+const WRITE_BITS: u32 = access::FILE_WRITE_DATA
+    | access::FILE_APPEND_DATA
+    | access::FILE_WRITE_EA
+    | access::FILE_WRITE_ATTRIBUTES
+    | access::DELETE
+    | access::WRITE_DAC
+    | access::WRITE_OWNER
+    | access::FILE_DELETE_CHILD;
+
+struct Created {
+    fd: OwnedFd,
+    meta: FileMeta,
+    action: u32,
+    access: u32,
+}
+
+impl Connection {
+    /// Looks up an open by FileId for this request's session and tree.
+    pub fn open_mut(&mut self, ctx: &Ctx<'_>, fid: FileId) -> Result<&mut Open, NtStatus> {
+        let (sid, tid) = (ctx.hdr.session_id, ctx.hdr.tree_id());
+        match self.opens.get_mut(&fid.volatile) {
+            Some(o) if o.fid.persistent == fid.persistent && o.session_id == sid && o.tree_id == tid => Ok(o),
+            _ => Err(NtStatus::FILE_CLOSED),
+        }
+    }
+
+    /// Closes every open matching `pred` (logoff, tree disconnect, teardown).
+    pub async fn close_opens_where(&mut self, pred: impl Fn(&Open) -> bool) {
+        let ids: Vec<u64> = self.opens.iter().filter(|(_, o)| pred(o)).map(|(k, _)| *k).collect();
+        for id in ids {
+            if let Some(o) = self.opens.remove(&id) {
+                self.close_open(o).await;
+            }
+        }
+    }
+
+    /// Releases an open in the broker and performs a pending delete.
+    pub async fn close_open(&self, open: Open) {
+        let outcome = self.st.broker.close(open.key, open.fid.volatile);
+        if let (Some(path), Some(_)) = (outcome.delete, open.share.root.as_ref()) {
+            let share = open.share.clone();
+            let is_dir = open.is_dir;
+            let r = fs(open.identity.clone(), move || {
+                let root = share.root.as_ref().ok_or_else(|| io::Error::from_raw_os_error(libc_enoent()))?;
+                posix::unlink(root, &path, is_dir)
+            })
+            .await;
+            match r {
+                Ok(()) => info!(path = %open.path.display(), "deleted on close"),
+                Err(status) => warn!(path = %open.path.display(), ?status, "delete on close failed"),
+            }
+        }
+        debug!(fid = open.fid.volatile, "closed");
+    }
+
+    pub async fn create(&mut self, ctx: &mut Ctx<'_>) -> Result<Reply, NtStatus> {
+        let req = CreateRequest::decode(ctx.msg).map_err(|_| NtStatus::INVALID_PARAMETER)?;
+        let tree = self.tree(ctx)?;
+        let (share, tree_ro, tree_id) = (tree.share.clone(), tree.read_only, tree.id);
+        let user = self
+            .sessions
+            .get(&ctx.hdr.session_id)
+            .and_then(|s| s.user.clone())
+            .ok_or(NtStatus::USER_SESSION_DELETED)?;
+        if share.is_ipc() {
+            return Err(NtStatus::OBJECT_NAME_NOT_FOUND);
+        }
+        validate_create(&req)?;
+        let parsed = names::smb_path_to_components(&req.name)?;
+        if parsed.stream.is_some() {
+            return Err(NtStatus::OBJECT_NAME_INVALID);
+        }
+        let rel = names::components_to_unix(&parsed.components);
+        let mut want = access::map_generic(req.desired_access);
+        if tree_ro
+            && (want & WRITE_BITS != 0
+                || req.create_disposition != disposition::OPEN
+                || req.create_options & options::DELETE_ON_CLOSE != 0)
+        {
+            return Err(NtStatus::ACCESS_DENIED);
+        }
+        let identity = user.identity.clone();
+        let root_share = share.clone();
+        let rel2 = rel.clone();
+        let (disp, opts, attrs) = (req.create_disposition, req.create_options, req.file_attributes);
+        let trailing = parsed.trailing_slash;
+        let is_root_path = parsed.components.is_empty();
+        let st = self.st.clone();
+        let share_access = req.share_access;
+        let max_allowed = want & access::MAXIMUM_ALLOWED != 0;
+        want &= !access::MAXIMUM_ALLOWED;
+        let id2 = identity.clone();
+        // Phase 1: find out what exists.
+        let existing = fs(identity.clone(), move || {
+            let root = root_share.root.as_ref().ok_or_else(|| io::Error::from_raw_os_error(libc_enoent()))?;
+            match posix::open(root, &rel2, &OpenRequest::probe()) {
+                Ok(o) => Ok(Some(o)),
+                Err(e) if e.raw_os_error() == Some(libc_enoent()) => {
+                    // Distinguish a missing name from a missing parent directory.
+                    let parent = rel2.parent().map(PathBuf::from).unwrap_or_default();
+                    match posix::open(root, &parent, &OpenRequest::probe()) {
+                        Ok(p) if p.meta.is_dir() => Ok(None),
+                        Ok(_) => Err(io::Error::from_raw_os_error(libc_enotdir())),
+                        Err(e) if e.raw_os_error() == Some(libc_enoent()) => Err(io::Error::from_raw_os_error(libc_enotdir())),
+                        Err(e) => Err(e),
+                    }
+                }
+                Err(e) => Err(e),
+            }
+        })
+        .await
+        .map_err(|s| if s == NtStatus::OBJECT_NAME_NOT_FOUND { NtStatus::OBJECT_PATH_NOT_FOUND } else { s })?;
+
+        let open_id = self.st.next_id();
+        let created = match existing {
+            Some(probe) => {
+                let meta = probe.meta.clone();
+                let is_dir = meta.is_dir();
+                if opts & options::DIRECTORY_FILE != 0 && !is_dir {
+                    return Err(NtStatus::NOT_A_DIRECTORY);
+                }
+                if opts & options::NON_DIRECTORY_FILE != 0 && is_dir {
+                    return Err(NtStatus::FILE_IS_A_DIRECTORY);
+                }
+                if trailing && !is_dir {
+                    return Err(NtStatus::OBJECT_NAME_INVALID);
+                }
+                let overwrite = matches!(disp, disposition::OVERWRITE | disposition::OVERWRITE_IF | disposition::SUPERSEDE);
+                match disp {
+                    disposition::CREATE => return Err(NtStatus::OBJECT_NAME_COLLISION),
+                    _ if overwrite && is_dir => return Err(NtStatus::INVALID_PARAMETER),
+                    _ => {}
+                }
+                if max_allowed {
+                    want |= crate::fsa::security::maximal_access(identity.uid, &identity.groups, &meta, identity.uid == 0, true);
+                }
+                if overwrite {
+                    want |= access::FILE_WRITE_DATA;
+                    if meta.attributes & attr::HIDDEN != 0 && attrs & attr::HIDDEN == 0
+                        || meta.attributes & attr::SYSTEM != 0 && attrs & attr::SYSTEM == 0
+                    {
+                        return Err(NtStatus::ACCESS_DENIED);
+                    }
+                }
+                if meta.attributes & attr::READONLY != 0 {
+                    if opts & options::DELETE_ON_CLOSE != 0 {
+                        return Err(NtStatus::CANNOT_DELETE);
+                    }
+                    if want & DATA_WRITE != 0 && !is_dir {
+                        return Err(NtStatus::ACCESS_DENIED);
+                    }
+                }
+                if opts & options::DELETE_ON_CLOSE != 0 && is_root_path {
+                    return Err(NtStatus::CANNOT_DELETE);
+                }
+                let key = FileKey { dev: meta.dev, ino: meta.ino };
+                st.broker.open(key, rel.clone(), open_id, want, share_access, opts & options::DELETE_ON_CLOSE != 0)?;
+                let read = want & DATA_READ != 0 && !is_dir;
+                let write = want & DATA_WRITE != 0 && !is_dir;
+                let reopen = fs(id2, move || {
+                    let fd = if read || write || is_dir { posix::reopen(probe.fd.as_fd(), read || is_dir, write)? } else { probe.fd };
+                    if overwrite {
+                        posix::set_size(fd.as_fd(), 0)?;
+                        posix::set_attributes(fd.as_fd(), (attrs & attr::SETTABLE) | attr::ARCHIVE)?;
+                    }
+                    let meta = posix::stat(fd.as_fd())?;
+                    Ok((fd, meta))
+                })
+                .await;
+                let (fd, meta) = match reopen {
+                    Ok(v) => v,
+                    Err(s) => {
+                        st.broker.close(key, open_id);
+                        return Err(s);
+                    }
+                };
+                let act = match disp {
+                    disposition::SUPERSEDE => action::SUPERSEDED,
+                    disposition::OVERWRITE | disposition::OVERWRITE_IF => action::OVERWRITTEN,
+                    _ => action::OPENED,
+                };
+                Created { fd, meta, action: act, access: want }
+            }
+            None => {
+                if matches!(disp, disposition::OPEN | disposition::OVERWRITE) {
+                    return Err(NtStatus::OBJECT_NAME_NOT_FOUND);
+                }
+                let dir = opts & options::DIRECTORY_FILE != 0;
+                if dir && !matches!(disp, disposition::CREATE | disposition::OPEN_IF) {
+                    return Err(NtStatus::INVALID_PARAMETER);
+                }
+                if trailing && !dir {
+                    return Err(NtStatus::OBJECT_NAME_INVALID);
+                }
+                if max_allowed {
+                    want |= access::FILE_ALL_ACCESS;
+                }
+                let read = want & DATA_READ != 0 && !dir;
+                let write = want & DATA_WRITE != 0 && !dir;
+                let root_share = share.clone();
+                let rel3 = rel.clone();
+                let o = fs(identity.clone(), move || {
+                    let root = root_share.root.as_ref().ok_or_else(|| io::Error::from_raw_os_error(libc_enoent()))?;
+                    let req = OpenRequest {
+                        read,
+                        write,
+                        append_only: false,
+                        create: CreateMode::CreateNew,
+                        truncate: false,
+                        directory: if dir { DirMode::MustBeDir } else { DirMode::MustNotBeDir },
+                        mode: if dir { 0o777 } else { 0o666 },
+                        attributes: (attrs & attr::SETTABLE) | if dir { 0 } else { attr::ARCHIVE },
+                    };
+                    posix::open(root, &rel3, &req)
+                })
+                .await?;
+                let key = FileKey { dev: o.meta.dev, ino: o.meta.ino };
+                if let Err(s) = st.broker.open(key, rel.clone(), open_id, want, share_access, opts & options::DELETE_ON_CLOSE != 0) {
+                    return Err(s);
+                }
+                info!(path = %rel.display(), dir, "created");
+                Created { fd: o.fd, meta: o.meta, action: action::CREATED, access: want }
+            }
+        };
+        let meta = created.meta;
+        let fid = FileId { persistent: open_id, volatile: open_id };
+        let mut ctxs = Vec::new();
+        for c in &req.contexts {
+            match c.name.as_slice() {
+                b"MxAc" => {
+                    let mx = crate::fsa::security::maximal_access(identity.uid, &identity.groups, &meta, identity.uid == 0, true)
+                        & if tree_ro { access::FILE_GENERIC_READ | access::FILE_GENERIC_EXECUTE } else { u32::MAX };
+                    let mut d = Vec::with_capacity(8);
+                    d.extend_from_slice(&0u32.to_le_bytes());
+                    d.extend_from_slice(&mx.to_le_bytes());
+                    ctxs.push(CreateContext { name: b"MxAc".to_vec(), data: d });
+                }
+                b"QFid" => {
+                    let mut d = Vec::with_capacity(32);
+                    d.extend_from_slice(&meta.file_id.to_le_bytes());
+                    d.extend_from_slice(&u64::from(share.serial).to_le_bytes());
+                    d.extend_from_slice(&[0u8; 16]);
+                    ctxs.push(CreateContext { name: b"QFid".to_vec(), data: d });
+                }
+                _ => {}
+            }
+        }
+        let resp = CreateResponse {
+            oplock_level: 0,
+            flags: 0,
+            create_action: created.action,
+            creation_time: meta.creation_time,
+            last_access_time: meta.last_access_time,
+            last_write_time: meta.last_write_time,
+            change_time: meta.change_time,
+            allocation_size: if meta.is_dir() { 0 } else { meta.allocation },
+            end_of_file: if meta.is_dir() { 0 } else { meta.size },
+            file_attributes: meta.attributes,
+            file_id: fid,
+            contexts: ctxs,
+        };
+        self.opens.insert(
+            open_id,
+            Open {
+                fid,
+                session_id: ctx.hdr.session_id,
+                tree_id,
+                share,
+                fd: Arc::new(created.fd),
+                key: FileKey { dev: meta.dev, ino: meta.ino },
+                path: rel,
+                smb_name: req.name.clone(),
+                is_dir: meta.is_dir(),
+                access: created.access,
+                identity,
+                position: 0,
+                mode: opts & (options::WRITE_THROUGH | options::SEQUENTIAL_ONLY | options::NO_INTERMEDIATE_BUFFERING | options::SYNCHRONOUS_IO_ALERT | options::SYNCHRONOUS_IO_NONALERT | options::DELETE_ON_CLOSE),
+                dir: None,
+            },
+        );
+        ctx.related_fid = Some(fid);
+        debug!(fid = open_id, name = %req.name, "opened");
+        let mut b = Reply::buf();
+        resp.encode(&mut b);
+        Reply::ok(b)
+    }
+
+    pub async fn close(&mut self, ctx: &mut Ctx<'_>) -> Result<Reply, NtStatus> {
+        let req = CloseRequest::decode(ctx.msg).map_err(|_| NtStatus::INVALID_PARAMETER)?;
+        let fid = ctx.fid(req.file_id);
+        self.open_mut(ctx, fid)?;
+        let open = self.opens.remove(&fid.volatile).ok_or(NtStatus::FILE_CLOSED)?;
+        ctx.related_fid = Some(fid);
+        let mut resp = CloseResponse::default();
+        if req.flags & 1 != 0 {
+            let fd = open.fd.clone();
+            if let Ok(m) = fs(open.identity.clone(), move || posix::stat(fd.as_fd())).await {
+                resp = CloseResponse {
+                    flags: 1,
+                    creation_time: m.creation_time,
+                    last_access_time: m.last_access_time,
+                    last_write_time: m.last_write_time,
+                    change_time: m.change_time,
+                    allocation_size: if m.is_dir() { 0 } else { m.allocation },
+                    end_of_file: if m.is_dir() { 0 } else { m.size },
+                    file_attributes: m.attributes,
+                };
+            }
+        }
+        self.close_open(open).await;
+        let mut b = Reply::buf();
+        resp.encode(&mut b);
+        Reply::ok(b)
+    }
+
+    pub async fn flush(&mut self, ctx: &mut Ctx<'_>) -> Result<Reply, NtStatus> {
+        let req = FlushRequest::decode(ctx.msg).map_err(|_| NtStatus::INVALID_PARAMETER)?;
+        let fid = ctx.fid(req.file_id);
+        let open = self.open_mut(ctx, fid)?;
+        ctx.related_fid = Some(fid);
+        if open.access & DATA_WRITE == 0 {
+            return Err(NtStatus::ACCESS_DENIED);
+        }
+        let (fd, id) = (open.fd.clone(), open.identity.clone());
+        fs(id, move || posix::fsync(fd.as_fd())).await?;
+        let mut b = Reply::buf();
+        b.put_u16_le(4);
+        b.put_u16_le(0);
+        Reply::ok(b)
+    }
+
+    pub async fn read(&mut self, ctx: &mut Ctx<'_>) -> Result<Reply, NtStatus> {
+        let req = ReadRequest::decode(ctx.msg).map_err(|_| NtStatus::INVALID_PARAMETER)?;
+        self.check_charge(&ctx.hdr, u64::from(req.length))?;
+        if req.length > self.neg.max_read {
+            return Err(NtStatus::INVALID_PARAMETER);
+        }
+        let fid = ctx.fid(req.file_id);
+        let broker_check = {
+            let open = self.open_mut(ctx, fid)?;
+            if open.is_dir {
+                return Err(NtStatus::INVALID_DEVICE_REQUEST);
+            }
+            if open.access & DATA_READ == 0 {
+                return Err(NtStatus::ACCESS_DENIED);
+            }
+            (open.key, open.fid.volatile, open.fd.clone(), open.identity.clone())
+        };
+        ctx.related_fid = Some(fid);
+        let (key, oid, fd, id) = broker_check;
+        self.st.broker.check_io(key, oid, req.offset, u64::from(req.length), false)?;
+        let (len, off) = (req.length as usize, req.offset);
+        let data = fs(id, move || {
+            let mut buf = vec![0u8; len];
+            let mut got = 0;
+            while got < len {
+                let n = posix::read_at(fd.as_fd(), &mut buf[got..], off + got as u64)?;
+                if n == 0 {
+                    break;
+                }
+                got += n;
+            }
+            buf.truncate(got);
+            Ok(buf)
+        })
+        .await?;
+        if (data.is_empty() && req.length > 0) || data.len() < req.minimum_count as usize {
+            return Err(NtStatus::END_OF_FILE);
+        }
+        if let Some(o) = self.opens.get_mut(&fid.volatile) {
+            o.position = off + data.len() as u64;
+        }
+        let mut b = BytesMut::with_capacity(crate::wire::HEADER_LEN + 16 + data.len());
+        b.resize(crate::wire::HEADER_LEN, 0);
+        ReadResponse::encode_header(&mut b, data.len() as u32);
+        b.put_slice(&data);
+        Reply::ok(b)
+    }
+
+    pub async fn write(&mut self, ctx: &mut Ctx<'_>) -> Result<Reply, NtStatus> {
+        let (req, range) = WriteRequest::decode(ctx.msg).map_err(|_| NtStatus::INVALID_PARAMETER)?;
+        let data = ctx.msg[range].to_vec();
+        self.check_charge(&ctx.hdr, data.len() as u64)?;
+        if data.len() > self.neg.max_write as usize {
+            return Err(NtStatus::INVALID_PARAMETER);
+        }
+        let fid = ctx.fid(req.file_id);
+        let (key, oid, fd, id) = {
+            let open = self.open_mut(ctx, fid)?;
+            if open.is_dir {
+                return Err(NtStatus::INVALID_DEVICE_REQUEST);
+            }
+            if open.access & DATA_WRITE == 0 {
+                return Err(NtStatus::ACCESS_DENIED);
+            }
+            (open.key, open.fid.volatile, open.fd.clone(), open.identity.clone())
+        };
+        ctx.related_fid = Some(fid);
+        let append = req.offset == u64::MAX;
+        if !append {
+            self.st.broker.check_io(key, oid, req.offset, data.len() as u64, true)?;
+        }
+        let off = req.offset;
+        let n = data.len();
+        let end = fs(id, move || {
+            let start = if append { posix::stat(fd.as_fd())?.size } else { off };
+            let mut done = 0;
+            while done < data.len() {
+                done += posix::write_at(fd.as_fd(), &data[done..], start + done as u64)?;
+            }
+            Ok(start + done as u64)
+        })
+        .await?;
+        if let Some(o) = self.opens.get_mut(&fid.volatile) {
+            o.position = end;
+        }
+        let mut b = Reply::buf();
+        WriteResponse { count: n as u32, remaining: 0 }.encode(&mut b);
+        Reply::ok(b)
+    }
+
+    pub async fn lock(&mut self, ctx: &mut Ctx<'_>) -> Result<Reply, NtStatus> {
+        use crate::wire::lock::{LOCKFLAG_EXCLUSIVE_LOCK, LOCKFLAG_FAIL_IMMEDIATELY, LOCKFLAG_SHARED_LOCK, LOCKFLAG_UNLOCK};
+        let req = LockRequest::decode(ctx.msg).map_err(|_| NtStatus::INVALID_PARAMETER)?;
+        let fid = ctx.fid(req.file_id);
+        let (key, oid) = {
+            let o = self.open_mut(ctx, fid)?;
+            (o.key, o.fid.volatile)
+        };
+        ctx.related_fid = Some(fid);
+        let unlocking = req.locks.first().is_some_and(|l| l.flags & LOCKFLAG_UNLOCK != 0);
+        let mut taken: Vec<(u64, u64)> = Vec::new();
+        for l in &req.locks {
+            let f = l.flags;
+            let result = if unlocking {
+                if f != LOCKFLAG_UNLOCK {
+                    Err(NtStatus::INVALID_PARAMETER)
+                } else {
+                    self.st.broker.unlock(key, oid, l.offset, l.length)
+                }
+            } else {
+                let kind = f & !LOCKFLAG_FAIL_IMMEDIATELY;
+                if kind != LOCKFLAG_SHARED_LOCK && kind != LOCKFLAG_EXCLUSIVE_LOCK {
+                    Err(NtStatus::INVALID_PARAMETER)
+                } else if req.locks.len() > 1 && f & LOCKFLAG_FAIL_IMMEDIATELY == 0 {
+                    Err(NtStatus::INVALID_PARAMETER)
+                } else {
+                    self.st.broker.lock(key, oid, l.offset, l.length, kind == LOCKFLAG_EXCLUSIVE_LOCK)
+                }
+            };
+            match result {
+                Ok(()) => taken.push((l.offset, l.length)),
+                Err(s) => {
+                    if !unlocking {
+                        for (o, len) in taken {
+                            let _ = self.st.broker.unlock(key, oid, o, len);
+                        }
+                    }
+                    return Err(s);
+                }
+            }
+        }
+        let mut b = Reply::buf();
+        b.put_u16_le(4);
+        b.put_u16_le(0);
+        Reply::ok(b)
+    }
+
+    pub async fn ioctl(&mut self, ctx: &mut Ctx<'_>) -> Result<Reply, NtStatus> {
+        use crate::wire::ioctl::{ValidateNegotiateInfoRequest, ValidateNegotiateInfoResponse, FSCTL_DFS_GET_REFERRALS, FSCTL_VALIDATE_NEGOTIATE_INFO};
+        let req = IoctlRequest::decode(ctx.msg).map_err(|_| NtStatus::INVALID_PARAMETER)?;
+        if req.flags & 1 == 0 {
+            return Err(NtStatus::NOT_SUPPORTED);
+        }
+        match req.ctl_code {
+            FSCTL_VALIDATE_NEGOTIATE_INFO => {
+                if self.neg.dialect == 0x0311 {
+                    warn!("VALIDATE_NEGOTIATE_INFO on 3.1.1; terminating");
+                    self.terminate = true;
+                    return Err(NtStatus::ACCESS_DENIED);
+                }
+                let v = ValidateNegotiateInfoRequest::decode(&req.input).map_err(|_| NtStatus::INVALID_PARAMETER)?;
+                let ok = v.capabilities == self.neg.client_caps
+                    && v.guid == self.neg.client_guid
+                    && v.security_mode == self.neg.client_security_mode
+                    && v.dialects == self.neg.client_dialects;
+                if !ok {
+                    warn!("VALIDATE_NEGOTIATE_INFO mismatch: possible downgrade; terminating");
+                    self.terminate = true;
+                    return Err(NtStatus::ACCESS_DENIED);
+                }
+                if req.max_output_response < 24 {
+                    return Err(NtStatus::INVALID_PARAMETER);
+                }
+                let mut out = BytesMut::new();
+                ValidateNegotiateInfoResponse {
+                    capabilities: self.neg.server_caps,
+                    guid: self.st.guid,
+                    security_mode: self.neg.server_security_mode,
+                    dialect: self.neg.dialect,
+                }
+                .encode(&mut out);
+                let mut b = Reply::buf();
+                IoctlResponse {
+                    ctl_code: req.ctl_code,
+                    file_id: req.file_id,
+                    input: Vec::new(),
+                    output: out.to_vec(),
+                    flags: 0,
+                }
+                .encode(&mut b);
+                Reply::ok(b)
+            }
+            FSCTL_DFS_GET_REFERRALS => Err(NtStatus::FS_DRIVER_REQUIRED),
+            _ => {
+                let fid = ctx.fid(req.file_id);
+                if self.open_mut(ctx, fid).is_ok() {
+                    ctx.related_fid = Some(fid);
+                    Err(NtStatus::INVALID_DEVICE_REQUEST)
+                } else {
+                    Err(NtStatus::NOT_SUPPORTED)
+                }
+            }
+        }
+    }
+}
+
+/// Checks CREATE parameters before anything touches the file system (MS-SMB2 3.3.5.9).
+fn validate_create(req: &CreateRequest) -> Result<(), NtStatus> {
+    if req.impersonation_level > 3 {
+        return Err(NtStatus::BAD_IMPERSONATION_LEVEL);
+    }
+    if req.create_options & options::UNSUPPORTED != 0 {
+        return Err(NtStatus::NOT_SUPPORTED);
+    }
+    if req.create_options & (options::DIRECTORY_FILE | options::NON_DIRECTORY_FILE)
+        == (options::DIRECTORY_FILE | options::NON_DIRECTORY_FILE)
+    {
+        return Err(NtStatus::INVALID_PARAMETER);
+    }
+    if req.create_options & 0xFF00_0000 != 0 {
+        return Err(NtStatus::INVALID_PARAMETER);
+    }
+    if req.create_disposition > disposition::OVERWRITE_IF {
+        return Err(NtStatus::INVALID_PARAMETER);
+    }
+    if req.file_attributes & !VALID_ATTRS != 0 {
+        return Err(NtStatus::INVALID_PARAMETER);
+    }
+    if req.create_options & options::DELETE_ON_CLOSE != 0
+        && access::map_generic(req.desired_access) & (access::DELETE | access::MAXIMUM_ALLOWED) == 0
+    {
+        return Err(NtStatus::INVALID_PARAMETER);
+    }
+    if req.desired_access & access::ACCESS_SYSTEM_SECURITY != 0 {
+        return Err(NtStatus::PRIVILEGE_NOT_HELD);
+    }
+    if req.desired_access & 0x00E0_0000 != 0 {
+        return Err(NtStatus::ACCESS_DENIED);
+    }
+    Ok(())
+}
+
+fn libc_enoent() -> i32 {
+    nix::errno::Errno::ENOENT as i32
+}
+
+fn libc_enotdir() -> i32 {
+    nix::errno::Errno::ENOTDIR as i32
+}

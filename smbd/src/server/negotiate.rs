@@ -1,0 +1,376 @@
+//! NEGOTIATE (and the SMB1 upgrade), SESSION_SETUP and LOGOFF.
+
+use super::conn::{Connection, Ctx, Reply};
+use super::session::{Session, SessionState, User};
+use crate::config::{MapToGuest, Signing};
+use crate::server::auth::{AuthStep, NtlmServer};
+use crate::server::crypto::{self, SigningAlgorithm};
+use crate::wire::header::{offsets, Header, FLAGS_SERVER_TO_REDIR};
+use crate::wire::negotiate::{self as neg, NegotiateContext, NegotiateRequest, NegotiateResponse};
+use crate::wire::session::{LogoffRequest, SessionSetupRequest, SessionSetupResponse};
+use crate::wire::{Command, NtStatus};
+use bytes::{BufMut, BytesMut};
+use kmod_interface::identity::Identity;
+use std::sync::Arc;
+use tracing::{info, warn};
+
+/// Largest read/write/transact size offered with LARGE_MTU.
+pub const MAX_IO: u32 = 8 * 1024 * 1024;
+const SMB2_WILDCARD_DIALECT: u16 = 0x02FF;
+const SESSION_FLAG_IS_GUEST: u16 = 0x0001;
+const SESSION_FLAG_IS_NULL: u16 = 0x0002;
+const SIGNING_ENABLED: u16 = 0x0001;
+const SIGNING_REQUIRED: u16 = 0x0002;
+
+impl Connection {
+    fn dialect_range(&self) -> (u16, u16) {
+        let g = &self.st.config.global;
+        (g.server_min_protocol.code(), g.server_max_protocol.code())
+    }
+
+    fn server_security_mode(&self) -> u16 {
+        match self.st.config.global.server_signing {
+            Signing::Mandatory => SIGNING_ENABLED | SIGNING_REQUIRED,
+            _ => SIGNING_ENABLED,
+        }
+    }
+
+    fn base_response(&self, dialect: u16) -> NegotiateResponse {
+        let large = dialect >= 0x0210 && dialect != SMB2_WILDCARD_DIALECT;
+        let io = if large { MAX_IO } else { 65536 };
+        let mut caps = 0;
+        if large {
+            caps |= neg::GLOBAL_CAP_LARGE_MTU;
+        }
+        NegotiateResponse {
+            security_mode: self.server_security_mode(),
+            dialect,
+            server_guid: self.st.guid,
+            capabilities: caps,
+            max_transact_size: io,
+            max_read_size: io,
+            max_write_size: io,
+            system_time: crate::fsa::types::nt_now(),
+            server_start_time: 0,
+            security_buffer: crate::server::auth::spnego_negotiate_token(),
+            contexts: Vec::new(),
+        }
+    }
+
+    /// Answers an SMB1 NEGOTIATE that offers SMB2 (MS-SMB2 3.3.5.3.1).
+    pub fn smb1_negotiate(&mut self, buf: &[u8]) -> Result<BytesMut, String> {
+        if self.neg.dialect != 0 {
+            return Err("SMB1 negotiate after negotiation".into());
+        }
+        let dialects = crate::wire::smb1::smb1_negotiate_dialects(buf).map_err(|e| format!("bad SMB1 negotiate: {e}"))?;
+        let (min, max) = self.dialect_range();
+        let dialect = if dialects.iter().any(|d| d == "SMB 2.???") && max >= 0x0210 {
+            SMB2_WILDCARD_DIALECT
+        } else if dialects.iter().any(|d| d == "SMB 2.002") && min <= 0x0202 {
+            0x0202
+        } else {
+            return Err("SMB1-only client".into());
+        };
+        if !self.credits.consume(0, 1) {
+            return Err("SMB1 negotiate after message 0".into());
+        }
+        info!(dialect = format_args!("{dialect:#06x}"), "SMB1 negotiate upgraded");
+        let resp = self.base_response(dialect);
+        if dialect == 0x0202 {
+            self.set_negotiated(dialect, [0; 16], 0, 0, vec![0x0202], None, None);
+        }
+        let mut out = BytesMut::new();
+        let h = Header {
+            command: Command::Negotiate as u16,
+            credits: self.credits.grant(1),
+            flags: FLAGS_SERVER_TO_REDIR,
+            ..Header::default()
+        };
+        h.encode(&mut out);
+        resp.encode(&mut out);
+        Ok(out)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn set_negotiated(
+        &mut self,
+        dialect: u16,
+        client_guid: [u8; 16],
+        client_caps: u32,
+        client_security_mode: u16,
+        client_dialects: Vec<u16>,
+        signing: Option<SigningAlgorithm>,
+        cipher: Option<crypto::Cipher>,
+    ) {
+        let resp = self.base_response(dialect);
+        self.neg.dialect = dialect;
+        self.neg.client_guid = client_guid;
+        self.neg.client_caps = client_caps;
+        self.neg.client_security_mode = client_security_mode;
+        self.neg.client_dialects = client_dialects;
+        self.neg.server_security_mode = resp.security_mode;
+        self.neg.server_caps = resp.capabilities;
+        self.neg.max_read = resp.max_read_size;
+        self.neg.max_write = resp.max_write_size;
+        self.neg.max_transact = resp.max_transact_size;
+        self.neg.signing = Some(signing.unwrap_or(if dialect >= 0x0300 {
+            SigningAlgorithm::AesCmac
+        } else {
+            SigningAlgorithm::HmacSha256
+        }));
+        self.neg.cipher = cipher;
+    }
+
+    pub fn negotiate(&mut self, ctx: &mut Ctx<'_>) -> Result<Reply, NtStatus> {
+        if self.neg.dialect != 0 {
+            // A second NEGOTIATE on a negotiated connection (MS-SMB2 3.3.5.4).
+            self.terminate = true;
+            return Err(NtStatus::INVALID_PARAMETER);
+        }
+        let req = NegotiateRequest::decode(ctx.msg).map_err(|e| {
+            warn!(%e, "malformed NEGOTIATE");
+            NtStatus::INVALID_PARAMETER
+        })?;
+        if req.dialects.is_empty() {
+            return Err(NtStatus::INVALID_PARAMETER);
+        }
+        let (min, max) = self.dialect_range();
+        let Some(dialect) = [0x0311u16, 0x0302, 0x0300, 0x0210, 0x0202]
+            .into_iter()
+            .find(|d| *d >= min && *d <= max && req.dialects.contains(d))
+        else {
+            warn!(offered = ?req.dialects, "no common dialect");
+            return Err(NtStatus::NOT_SUPPORTED);
+        };
+        let mut resp = self.base_response(dialect);
+        let mut signing = None;
+        if dialect == 0x0311 {
+            let mut have_preauth = false;
+            for c in &req.contexts {
+                match c {
+                    NegotiateContext::PreauthIntegrity { hash_algorithms, .. } => {
+                        if !hash_algorithms.contains(&neg::HASH_SHA512) {
+                            return Err(NtStatus::NOT_SUPPORTED);
+                        }
+                        have_preauth = true;
+                    }
+                    NegotiateContext::Signing { algorithms } => {
+                        signing = [neg::SIGNING_AES_GMAC, neg::SIGNING_AES_CMAC, neg::SIGNING_HMAC_SHA256]
+                            .into_iter()
+                            .find(|a| algorithms.contains(a));
+                    }
+                    _ => {}
+                }
+            }
+            if !have_preauth {
+                return Err(NtStatus::INVALID_PARAMETER);
+            }
+            resp.contexts.push(NegotiateContext::PreauthIntegrity {
+                hash_algorithms: vec![neg::HASH_SHA512],
+                salt: rand::random::<[u8; 32]>().to_vec(),
+            });
+            if let Some(a) = signing {
+                resp.contexts.push(NegotiateContext::Signing { algorithms: vec![a] });
+            }
+        }
+        let signing = signing.and_then(SigningAlgorithm::from_negotiate_id);
+        self.set_negotiated(
+            dialect,
+            req.client_guid,
+            req.capabilities,
+            req.security_mode,
+            req.dialects.clone(),
+            signing,
+            None,
+        );
+        if dialect == 0x0311 {
+            self.preauth.update(ctx.msg);
+        }
+        info!(dialect = format_args!("{dialect:#06x}"), "negotiated");
+        let mut b = Reply::buf();
+        resp.encode(&mut b);
+        Reply::ok(b)
+    }
+
+    /// Called with the finished response bytes of NEGOTIATE/SESSION_SETUP, for the 3.1.1 preauth hash.
+    pub fn note_response(&mut self, cmd: Option<Command>, status: NtStatus, session_id: u64, bytes: &[u8]) {
+        if self.neg.dialect != 0x0311 {
+            return;
+        }
+        match cmd {
+            Some(Command::Negotiate) if status == NtStatus::SUCCESS => self.preauth.update(bytes),
+            Some(Command::SessionSetup) if status == NtStatus::MORE_PROCESSING_REQUIRED => {
+                if let Some(s) = self.sessions.get_mut(&session_id) {
+                    s.preauth.update(bytes);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    pub async fn session_setup(&mut self, ctx: &mut Ctx<'_>) -> Result<Reply, NtStatus> {
+        let req = SessionSetupRequest::decode(ctx.msg).map_err(|_| NtStatus::INVALID_PARAMETER)?;
+        if req.flags & 0x01 != 0 {
+            // Session binding (multichannel) arrives with a later issue.
+            return Err(NtStatus::REQUEST_NOT_ACCEPTED);
+        }
+        let sid = if ctx.hdr.session_id == 0 {
+            let id = self.st.next_id();
+            let ntlm = NtlmServer::new(self.st.target.clone());
+            self.sessions.insert(id, Session::new(id, ntlm, self.preauth.clone()));
+            id
+        } else {
+            let sess = self.sessions.get_mut(&ctx.hdr.session_id).ok_or(NtStatus::USER_SESSION_DELETED)?;
+            if sess.is_valid() {
+                // Reauthentication: a fresh exchange on the same session.
+                sess.state = SessionState::InProgress(Box::new(NtlmServer::new(self.st.target.clone())));
+            }
+            ctx.hdr.session_id
+        };
+        let dialect = self.neg.dialect;
+        let st = self.st.clone();
+        let sess = self.sessions.get_mut(&sid).ok_or(NtStatus::USER_SESSION_DELETED)?;
+        if dialect == 0x0311 {
+            sess.preauth.update(ctx.msg);
+        }
+        let SessionState::InProgress(ntlm) = &mut sess.state else {
+            return Err(NtStatus::INTERNAL_ERROR);
+        };
+        let lookup = |user: &str, _domain: &str| -> Option<[u8; 16]> {
+            let db = st.users.lock().ok()?;
+            db.lookup(user).ok().flatten().map(|r| r.nt_hash)
+        };
+        let step = ntlm.step(&req.security_buffer, &lookup);
+        let mut b = Reply::buf();
+        b[offsets::SESSION_ID..offsets::SESSION_ID + 8].copy_from_slice(&sid.to_le_bytes());
+        match step {
+            AuthStep::Continue(token) => {
+                SessionSetupResponse {
+                    session_flags: 0,
+                    security_buffer: token,
+                }
+                .encode(&mut b);
+                Reply::with_status(NtStatus::MORE_PROCESSING_REQUIRED, b)
+            }
+            AuthStep::Done(outcome) => {
+                let (user, flags) = if outcome.anonymous {
+                    (self.guest_user("", true)?, SESSION_FLAG_IS_NULL)
+                } else {
+                    match self.map_user(&outcome.user, &outcome.domain) {
+                        Ok(u) => (u, 0),
+                        Err(status) => {
+                            warn!(user = %outcome.user, peer = %self.peer, ?status, "authenticated user has no usable Unix account");
+                            self.sessions.remove(&sid);
+                            return Err(status);
+                        }
+                    }
+                };
+                let sess = self.sessions.get_mut(&sid).ok_or(NtStatus::USER_SESSION_DELETED)?;
+                if !outcome.anonymous {
+                    let preauth = (dialect == 0x0311).then(|| *sess.preauth.value());
+                    sess.keys = Some(crypto::derive_session_keys(
+                        dialect,
+                        &outcome.session_key,
+                        preauth.as_ref(),
+                        self.neg.cipher,
+                    ));
+                    sess.signing_required = matches!(self.st.config.global.server_signing, Signing::Mandatory)
+                        || req.security_mode & SIGNING_REQUIRED != 0;
+                }
+                info!(user = %user.name, domain = %outcome.domain, sid, anonymous = outcome.anonymous, "session established");
+                sess.user = Some(user);
+                sess.state = SessionState::Valid;
+                SessionSetupResponse {
+                    session_flags: flags,
+                    security_buffer: outcome.token,
+                }
+                .encode(&mut b);
+                Reply::ok(b)
+            }
+            AuthStep::Failed { status, user, domain } => {
+                let name = user.unwrap_or_default();
+                if status == NtStatus::LOGON_FAILURE
+                    && !name.is_empty()
+                    && matches!(self.st.config.global.map_to_guest, MapToGuest::BadUser)
+                    && self.user_unknown(&name)
+                {
+                    let guest = self.guest_user(&name, false)?;
+                    let sess = self.sessions.get_mut(&sid).ok_or(NtStatus::USER_SESSION_DELETED)?;
+                    info!(user = %name, "unknown user mapped to guest");
+                    sess.user = Some(guest);
+                    sess.state = SessionState::Valid;
+                    SessionSetupResponse {
+                        session_flags: SESSION_FLAG_IS_GUEST,
+                        security_buffer: Vec::new(),
+                    }
+                    .encode(&mut b);
+                    return Reply::ok(b);
+                }
+                warn!(user = %name, domain = %domain.unwrap_or_default(), peer = %self.peer, ?status, "logon failed");
+                self.sessions.remove(&sid);
+                Err(status)
+            }
+        }
+    }
+
+    fn user_unknown(&self, name: &str) -> bool {
+        self.st
+            .users
+            .lock()
+            .ok()
+            .and_then(|db| db.lookup(name).ok())
+            .is_some_and(|r| r.is_none())
+    }
+
+    fn map_user(&self, name: &str, domain: &str) -> Result<User, NtStatus> {
+        let rec = {
+            let db = self.st.users.lock().map_err(|_| NtStatus::INTERNAL_ERROR)?;
+            db.lookup(name).map_err(|_| NtStatus::INTERNAL_ERROR)?.ok_or(NtStatus::LOGON_FAILURE)?
+        };
+        let acct = crate::userdb::resolve_unix_user(&rec.unix_user).map_err(|_| NtStatus::LOGON_FAILURE)?;
+        Ok(User {
+            name: rec.name,
+            domain: domain.to_string(),
+            identity: Arc::new(Identity {
+                uid: acct.uid,
+                gid: acct.gid,
+                groups: acct.groups,
+            }),
+            guest: false,
+            anonymous: false,
+        })
+    }
+
+    fn guest_user(&self, name: &str, anonymous: bool) -> Result<User, NtStatus> {
+        let acct = crate::userdb::resolve_unix_user(&self.st.config.global.guest_account).map_err(|_| {
+            warn!(account = %self.st.config.global.guest_account, "guest account does not exist");
+            NtStatus::LOGON_FAILURE
+        })?;
+        Ok(User {
+            name: name.to_string(),
+            domain: String::new(),
+            identity: Arc::new(Identity {
+                uid: acct.uid,
+                gid: acct.gid,
+                groups: acct.groups,
+            }),
+            guest: !anonymous,
+            anonymous,
+        })
+    }
+
+    pub async fn logoff(&mut self, ctx: &mut Ctx<'_>) -> Result<Reply, NtStatus> {
+        LogoffRequest::decode(ctx.msg).map_err(|_| NtStatus::INVALID_PARAMETER)?;
+        let sid = ctx.hdr.session_id;
+        self.close_opens_where(|o| o.session_id == sid).await;
+        // Keep the session object until the response is signed, then drop it.
+        if let Some(s) = self.sessions.get_mut(&sid) {
+            s.trees.clear();
+        }
+        self.logged_off.push(sid);
+        let mut b = Reply::buf();
+        b.put_u16_le(4);
+        b.put_u16_le(0);
+        Reply::ok(b)
+    }
+}

@@ -1,0 +1,372 @@
+//! QUERY_DIRECTORY, QUERY_INFO and SET_INFO.
+
+use super::conn::{Connection, Ctx, Reply};
+use super::files::{fs, DirCursor};
+use crate::fsa::dirent::{dir_class_supported, DirEncoder};
+use crate::fsa::fsinfo::{query_fs_info, VolumeView};
+use crate::fsa::info::{query_file_info, OpenView};
+use crate::fsa::setinfo::{decode_set_file_info, SetFileInfo};
+use crate::fsa::types::{access, attr, FileMeta};
+use crate::fsa::{names, security, wildcard};
+use crate::posix;
+use crate::wire::info::{QueryInfoRequest, QueryInfoResponse, SetInfoRequest};
+use crate::wire::query_dir::{QueryDirectoryRequest, QueryDirectoryResponse};
+use crate::wire::NtStatus;
+use bytes::BufMut;
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+use tracing::info;
+
+const INFO_FILE: u8 = 1;
+const INFO_FILESYSTEM: u8 = 2;
+const INFO_SECURITY: u8 = 3;
+const RESTART_SCANS: u8 = 0x01;
+const RETURN_SINGLE_ENTRY: u8 = 0x02;
+const INDEX_SPECIFIED: u8 = 0x04;
+const REOPEN: u8 = 0x10;
+
+impl Connection {
+    pub async fn query_directory(&mut self, ctx: &mut Ctx<'_>) -> Result<Reply, NtStatus> {
+        let req = QueryDirectoryRequest::decode(ctx.msg).map_err(|_| NtStatus::INVALID_PARAMETER)?;
+        let fid = ctx.fid(req.file_id);
+        let max_transact = self.neg.max_transact;
+        self.check_charge(&ctx.hdr, u64::from(req.output_buffer_length))?;
+        let open = self.open_mut(ctx, fid)?;
+        ctx.related_fid = Some(fid);
+        if !open.is_dir {
+            return Err(NtStatus::INVALID_PARAMETER);
+        }
+        if open.access & access::FILE_LIST_DIRECTORY == 0 {
+            return Err(NtStatus::ACCESS_DENIED);
+        }
+        if !dir_class_supported(req.file_information_class) {
+            return Err(NtStatus::INVALID_INFO_CLASS);
+        }
+        if req.output_buffer_length > max_transact {
+            return Err(NtStatus::INVALID_PARAMETER);
+        }
+        let restart = req.flags & (RESTART_SCANS | REOPEN) != 0 || open.dir.is_none();
+        let _ = INDEX_SPECIFIED;
+        if restart {
+            let pattern = if req.pattern.is_empty() { "*".to_string() } else { req.pattern.clone() };
+            if pattern.contains('\\') {
+                return Err(NtStatus::OBJECT_NAME_INVALID);
+            }
+            let (fd, id) = (open.fd.clone(), open.identity.clone());
+            let root_meta_share = open.share.clone();
+            let is_root = open.path.as_os_str().is_empty();
+            let entries = fs(id, move || {
+                let mut list = posix::read_dir(fd.as_fd())?;
+                if is_root {
+                    // ".." of the share root is the root itself.
+                    if let Some(root) = root_meta_share.root.as_ref() {
+                        let m = posix::stat(root.fd())?;
+                        for e in list.iter_mut().filter(|e| e.name == "..") {
+                            e.meta = Some(m.clone());
+                        }
+                    }
+                }
+                Ok(list)
+            })
+            .await?;
+            let entries: Vec<(String, FileMeta)> = entries
+                .into_iter()
+                .filter_map(|e| e.meta.map(|m| (e.name, m)))
+                .filter(|(n, _)| wildcard::name_matches(&pattern, n))
+                .collect();
+            open.dir = Some(DirCursor {
+                entries,
+                next: 0,
+                pattern: Some(pattern),
+            });
+        }
+        let cursor = open.dir.as_mut().ok_or(NtStatus::INTERNAL_ERROR)?;
+        let mut enc = DirEncoder::new(req.file_information_class, req.output_buffer_length as usize);
+        let start = cursor.next;
+        while let Some((name, meta)) = cursor.entries.get(cursor.next) {
+            if !enc.push(name, meta, cursor.next as u32) {
+                break;
+            }
+            cursor.next += 1;
+            if req.flags & RETURN_SINGLE_ENTRY != 0 {
+                break;
+            }
+        }
+        if cursor.next == start {
+            return Err(if cursor.next < cursor.entries.len() {
+                NtStatus::INFO_LENGTH_MISMATCH
+            } else if restart && cursor.entries.is_empty() {
+                NtStatus::NO_SUCH_FILE
+            } else {
+                NtStatus::NO_MORE_FILES
+            });
+        }
+        let mut b = Reply::buf();
+        QueryDirectoryResponse { buffer: enc.finish() }.encode(&mut b);
+        Reply::ok(b)
+    }
+
+    pub async fn query_info(&mut self, ctx: &mut Ctx<'_>) -> Result<Reply, NtStatus> {
+        let req = QueryInfoRequest::decode(ctx.msg).map_err(|_| NtStatus::INVALID_PARAMETER)?;
+        self.check_charge(&ctx.hdr, u64::from(req.output_buffer_length))?;
+        if req.output_buffer_length > self.neg.max_transact {
+            return Err(NtStatus::INVALID_PARAMETER);
+        }
+        let fid = ctx.fid(req.file_id);
+        let broker = &self.st.broker;
+        let open = self.opens.get(&fid.volatile).filter(|o| {
+            o.fid.persistent == fid.persistent && o.session_id == ctx.hdr.session_id && o.tree_id == ctx.hdr.tree_id()
+        });
+        let open = open.ok_or(NtStatus::FILE_CLOSED)?;
+        ctx.related_fid = Some(fid);
+        let (fd, id) = (open.fd.clone(), open.identity.clone());
+        let max = req.output_buffer_length as usize;
+        let (data, overflow) = match req.info_type {
+            INFO_FILE => {
+                if needs_read_attributes(req.file_info_class) && open.access & access::FILE_READ_ATTRIBUTES == 0 {
+                    return Err(NtStatus::ACCESS_DENIED);
+                }
+                let meta = fs(id, move || posix::stat(fd.as_fd())).await?;
+                let view = OpenView {
+                    meta: &meta,
+                    name: &open.smb_name,
+                    position: open.position,
+                    mode: open.mode,
+                    access: open.access,
+                    delete_pending: broker.delete_pending(open.key),
+                    ea_size: 0,
+                };
+                query_file_info(req.file_info_class, &view, max)?
+            }
+            INFO_FILESYSTEM => {
+                let serial = open.share.serial;
+                let label = open.share.name.clone();
+                let (stats, root_meta) = fs(id, move || Ok((posix::fs_stats(fd.as_fd())?, posix::stat(fd.as_fd())?))).await?;
+                let view = VolumeView {
+                    label,
+                    serial,
+                    created: root_meta.creation_time,
+                    block_size: stats.block_size as u32,
+                    total_units: stats.total_blocks,
+                    free_units: stats.free_blocks,
+                    avail_units: stats.avail_blocks,
+                    fs_name: "NTFS".into(),
+                    max_name_len: 255,
+                    object_id: [0; 16],
+                };
+                query_fs_info(req.file_info_class, &view, max)?
+            }
+            INFO_SECURITY => {
+                if open.access & access::READ_CONTROL == 0 {
+                    return Err(NtStatus::ACCESS_DENIED);
+                }
+                let meta = fs(id, move || posix::stat(fd.as_fd())).await?;
+                let sd = security::sd_from_mode(meta.uid, meta.gid, meta.mode, meta.is_dir(), req.additional_information);
+                if sd.len() > max {
+                    // The client learns the size it needs (MS-SMB2 3.3.5.20.3).
+                    let mut b = Reply::buf();
+                    b.put_u16_le(9);
+                    b.put_u8(0);
+                    b.put_u8(0);
+                    b.put_u32_le(4);
+                    b.put_u32_le(sd.len() as u32);
+                    return Reply::with_status(NtStatus::BUFFER_TOO_SMALL, b);
+                }
+                (sd, false)
+            }
+            _ => return Err(NtStatus::INVALID_PARAMETER),
+        };
+        let mut b = Reply::buf();
+        QueryInfoResponse { buffer: data }.encode(&mut b);
+        Reply::with_status(if overflow { NtStatus::BUFFER_OVERFLOW } else { NtStatus::SUCCESS }, b)
+    }
+
+    pub async fn set_info(&mut self, ctx: &mut Ctx<'_>) -> Result<Reply, NtStatus> {
+        let req = SetInfoRequest::decode(ctx.msg).map_err(|_| NtStatus::INVALID_PARAMETER)?;
+        let fid = ctx.fid(req.file_id);
+        let tree_ro = self.tree(ctx)?.read_only;
+        let st = self.st.clone();
+        let open = self.open_mut(ctx, fid)?;
+        ctx.related_fid = Some(fid);
+        if tree_ro {
+            return Err(NtStatus::ACCESS_DENIED);
+        }
+        let (fd, id) = (open.fd.clone(), open.identity.clone());
+        match req.info_type {
+            INFO_FILE => {
+                let info = decode_set_file_info(req.file_info_class, &req.buffer)?;
+                match info {
+                    SetFileInfo::Basic {
+                        creation_time,
+                        last_access_time,
+                        last_write_time,
+                        change_time,
+                        file_attributes,
+                    } => {
+                        if open.access & access::FILE_WRITE_ATTRIBUTES == 0 {
+                            return Err(NtStatus::ACCESS_DENIED);
+                        }
+                        let is_dir = open.is_dir;
+                        if file_attributes & attr::DIRECTORY != 0 && !is_dir {
+                            return Err(NtStatus::INVALID_PARAMETER);
+                        }
+                        let t = |v: i64| (v > 0).then_some(v as u64);
+                        let (c, a, w, ch) = (t(creation_time), t(last_access_time), t(last_write_time), t(change_time));
+                        fs(id, move || {
+                            posix::set_times(fd.as_fd(), c, a, w, ch)?;
+                            if file_attributes != 0 {
+                                posix::set_attributes(fd.as_fd(), file_attributes & attr::SETTABLE)?;
+                            }
+                            Ok(())
+                        })
+                        .await?;
+                    }
+                    SetFileInfo::Disposition { delete } => self.set_disposition(ctx, fid, delete).await?,
+                    SetFileInfo::DispositionEx { flags } => self.set_disposition(ctx, fid, flags & 1 != 0).await?,
+                    SetFileInfo::Position(p) => open.position = p,
+                    SetFileInfo::Mode(m) => open.mode = m,
+                    SetFileInfo::EndOfFile(size) => {
+                        if open.access & access::FILE_WRITE_DATA == 0 {
+                            return Err(NtStatus::ACCESS_DENIED);
+                        }
+                        if open.is_dir {
+                            return Err(NtStatus::INVALID_PARAMETER);
+                        }
+                        fs(id, move || posix::set_size(fd.as_fd(), size)).await?;
+                    }
+                    SetFileInfo::Allocation(size) => {
+                        if open.access & access::FILE_WRITE_DATA == 0 {
+                            return Err(NtStatus::ACCESS_DENIED);
+                        }
+                        if open.is_dir {
+                            return Err(NtStatus::INVALID_PARAMETER);
+                        }
+                        fs(id, move || {
+                            let cur = posix::stat(fd.as_fd())?.size;
+                            if size < cur {
+                                posix::set_size(fd.as_fd(), size)
+                            } else {
+                                posix::allocate(fd.as_fd(), size)
+                            }
+                        })
+                        .await?;
+                    }
+                    SetFileInfo::Rename { replace, name, .. } => self.rename(ctx, fid, replace, &name).await?,
+                    SetFileInfo::Link { .. } => return Err(NtStatus::NOT_SUPPORTED),
+                    SetFileInfo::ValidDataLength(_) => return Err(NtStatus::NOT_SUPPORTED),
+                }
+            }
+            INFO_SECURITY => {
+                let parsed = security::parse_sd(&req.buffer)?;
+                let ai = req.additional_information;
+                if ai & 0x3 != 0 && open.access & access::WRITE_OWNER == 0 {
+                    return Err(NtStatus::ACCESS_DENIED);
+                }
+                if ai & 0x4 != 0 && open.access & access::WRITE_DAC == 0 {
+                    return Err(NtStatus::ACCESS_DENIED);
+                }
+                let is_dir = open.is_dir;
+                fs(id, move || {
+                    let meta = posix::stat(fd.as_fd())?;
+                    if let Some(dacl) = parsed.dacl.as_ref().filter(|_| ai & 0x4 != 0) {
+                        let mode = security::mode_from_dacl(dacl, meta.uid, meta.gid, is_dir);
+                        if mode & 0o7777 != meta.mode & 0o7777 {
+                            posix::fchmod_mode(fd.as_fd(), mode & 0o7777)?;
+                        }
+                    }
+                    Ok(())
+                })
+                .await?;
+                let _ = st;
+            }
+            _ => return Err(NtStatus::NOT_SUPPORTED),
+        }
+        let mut b = Reply::buf();
+        b.put_u16_le(2);
+        Reply::ok(b)
+    }
+
+    async fn set_disposition(&mut self, ctx: &Ctx<'_>, fid: crate::wire::FileId, delete: bool) -> Result<(), NtStatus> {
+        let open = self.open_mut(ctx, fid)?;
+        if open.access & access::DELETE == 0 {
+            return Err(NtStatus::ACCESS_DENIED);
+        }
+        let (fd, id, is_dir, key) = (open.fd.clone(), open.identity.clone(), open.is_dir, open.key);
+        if delete {
+            let (meta, empty) = fs(id, move || {
+                let m = posix::stat(fd.as_fd())?;
+                let empty = if m.is_dir() {
+                    posix::read_dir(fd.as_fd())?.iter().all(|e| e.name == "." || e.name == "..")
+                } else {
+                    true
+                };
+                Ok((m, empty))
+            })
+            .await?;
+            if meta.attributes & attr::READONLY != 0 {
+                return Err(NtStatus::CANNOT_DELETE);
+            }
+            if is_dir && !empty {
+                return Err(NtStatus::DIRECTORY_NOT_EMPTY);
+            }
+            if open.path.as_os_str().is_empty() {
+                return Err(NtStatus::CANNOT_DELETE);
+            }
+        }
+        self.st.broker.set_delete_pending(key, delete);
+        Ok(())
+    }
+
+    async fn rename(&mut self, ctx: &Ctx<'_>, fid: crate::wire::FileId, replace: bool, name: &str) -> Result<(), NtStatus> {
+        let st = self.st.clone();
+        let open = self.open_mut(ctx, fid)?;
+        if open.access & access::DELETE == 0 {
+            return Err(NtStatus::ACCESS_DENIED);
+        }
+        let target = names::smb_path_to_components(name.trim_start_matches('\\'))?;
+        if target.stream.is_some() {
+            return Err(NtStatus::NOT_SUPPORTED);
+        }
+        let to = names::components_to_unix(&target.components);
+        let from = st.broker.path(open.key).unwrap_or_else(|| open.path.clone());
+        if to.as_os_str().is_empty() || from.as_os_str().is_empty() {
+            return Err(NtStatus::ACCESS_DENIED);
+        }
+        if open.is_dir && st.broker.has_open_below(&from) {
+            return Err(NtStatus::ACCESS_DENIED);
+        }
+        let share = open.share.clone();
+        let (id, from2, to2) = (open.identity.clone(), from.clone(), to.clone());
+        let st2 = st.clone();
+        fs(id, move || {
+            let root = share.root.as_ref().ok_or_else(|| std::io::Error::from_raw_os_error(2))?;
+            if from2 != to2 && !same_ignoring_case(&from2, &to2) {
+                if let Ok(t) = posix::open(root, &to2, &posix::OpenRequest::probe()) {
+                    if !replace {
+                        return Err(std::io::Error::from_raw_os_error(nix::errno::Errno::EEXIST as i32));
+                    }
+                    let key = crate::fsa::broker::FileKey { dev: t.meta.dev, ino: t.meta.ino };
+                    if t.meta.is_dir() || st2.broker.open_count(key) > 0 {
+                        return Err(std::io::Error::from_raw_os_error(nix::errno::Errno::EACCES as i32));
+                    }
+                }
+            }
+            posix::rename(root, &from2, &to2, replace)
+        })
+        .await?;
+        st.broker.renamed(open.key, to.clone());
+        info!(from = %from.display(), to = %to.display(), "renamed");
+        open.path = to;
+        open.smb_name = name.trim_start_matches('\\').to_string();
+        Ok(())
+    }
+}
+
+fn same_ignoring_case(a: &PathBuf, b: &PathBuf) -> bool {
+    a.to_string_lossy().to_lowercase() == b.to_string_lossy().to_lowercase()
+}
+
+/// Classes MS-FSA guards with FILE_READ_ATTRIBUTES.
+fn needs_read_attributes(class: u8) -> bool {
+    matches!(class, 4 | 18 | 34 | 35 | 59)
+}

@@ -1,0 +1,82 @@
+//! Sessions and the user a session acts as.
+
+use crate::server::auth::NtlmServer;
+use crate::server::crypto::{PreauthHash, SessionKeys};
+use crate::server::state::Share;
+use kmod_interface::identity::Identity;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Who a session is, for access checks and for the file system.
+#[derive(Debug, Clone)]
+pub struct User {
+    pub name: String,
+    pub domain: String,
+    pub identity: Arc<Identity>,
+    pub guest: bool,
+    pub anonymous: bool,
+}
+
+pub enum SessionState {
+    /// Authentication under way.
+    InProgress(Box<NtlmServer>),
+    Valid,
+}
+
+/// A tree connect.
+pub struct Tree {
+    pub id: u32,
+    pub share: Arc<Share>,
+    pub read_only: bool,
+    pub maximal_access: u32,
+}
+
+pub struct Session {
+    pub id: u64,
+    pub state: SessionState,
+    pub user: Option<User>,
+    pub keys: Option<SessionKeys>,
+    pub signing_required: bool,
+    pub preauth: PreauthHash,
+    pub trees: HashMap<u32, Tree>,
+    next_tree: u32,
+}
+
+impl Session {
+    pub fn new(id: u64, ntlm: NtlmServer, preauth: PreauthHash) -> Self {
+        Session {
+            id,
+            state: SessionState::InProgress(Box::new(ntlm)),
+            user: None,
+            keys: None,
+            signing_required: false,
+            preauth,
+            trees: HashMap::new(),
+            next_tree: 1,
+        }
+    }
+
+    pub fn is_valid(&self) -> bool {
+        matches!(self.state, SessionState::Valid)
+    }
+
+    /// The signing key, if this session has one (not for guest or anonymous).
+    pub fn signing_key(&self) -> Option<&[u8]> {
+        self.keys.as_ref().map(|k| k.signing.as_slice())
+    }
+
+    pub fn add_tree(&mut self, share: Arc<Share>, read_only: bool, maximal_access: u32) -> u32 {
+        let id = self.next_tree;
+        self.next_tree = self.next_tree.wrapping_add(1).max(1);
+        self.trees.insert(
+            id,
+            Tree {
+                id,
+                share,
+                read_only,
+                maximal_access,
+            },
+        );
+        id
+    }
+}

@@ -1,0 +1,142 @@
+//! State shared by every connection of this process.
+
+use crate::config::{Config, ShareConfig};
+use crate::fsa::broker::Broker;
+use crate::posix::ShareRoot;
+use crate::server::auth::TargetInfo;
+use crate::userdb::UserDb;
+use std::io;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// One exported share.
+pub struct Share {
+    pub name: String,
+    pub conf: Option<ShareConfig>,
+    /// None for IPC$.
+    pub root: Option<ShareRoot>,
+    /// Volume serial number derived from the share name.
+    pub serial: u32,
+}
+
+impl Share {
+    pub fn is_ipc(&self) -> bool {
+        self.root.is_none()
+    }
+}
+
+pub struct ServerState {
+    pub config: Config,
+    pub guid: [u8; 16],
+    pub start_time: u64,
+    pub shares: Vec<Arc<Share>>,
+    pub users: Mutex<UserDb>,
+    pub broker: Broker,
+    pub target: TargetInfo,
+    next_id: AtomicU64,
+}
+
+impl ServerState {
+    /// Opens share roots and the user database, and loads (or creates) the server GUID.
+    pub fn new(config: Config) -> io::Result<ServerState> {
+        let state_dir = config.global.state_directory.clone();
+        std::fs::create_dir_all(&state_dir)?;
+        let guid = load_or_create_guid(&state_dir)?;
+        let users = UserDb::open(&state_dir).map_err(|e| io::Error::other(e.to_string()))?;
+        let mut shares = Vec::new();
+        for sc in &config.shares {
+            let root = ShareRoot::open(&sc.path)
+                .map_err(|e| io::Error::new(e.kind(), format!("share [{}] path {}: {e}", sc.name, sc.path.display())))?;
+            shares.push(Arc::new(Share {
+                name: sc.name.clone(),
+                conf: Some(sc.clone()),
+                root: Some(root),
+                serial: serial_of(&sc.name),
+            }));
+        }
+        shares.push(Arc::new(Share {
+            name: "IPC$".into(),
+            conf: None,
+            root: None,
+            serial: 0,
+        }));
+        let netbios = config.global.netbios_name.clone();
+        let workgroup = config.global.workgroup.clone();
+        Ok(ServerState {
+            target: TargetInfo {
+                netbios_domain: netbios.clone(),
+                netbios_computer: netbios.clone(),
+                dns_domain: workgroup.to_lowercase(),
+                dns_computer: netbios.to_lowercase(),
+            },
+            config,
+            guid,
+            start_time: crate::fsa::types::nt_now(),
+            shares,
+            users: Mutex::new(users),
+            broker: Broker::new(),
+            next_id: AtomicU64::new(1),
+        })
+    }
+
+    /// A process-unique, never-reused 64-bit id (sessions, opens, async ids).
+    pub fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Finds a share by name, case-insensitively.
+    pub fn share(&self, name: &str) -> Option<Arc<Share>> {
+        self.shares.iter().find(|s| s.name.eq_ignore_ascii_case(name)).cloned()
+    }
+}
+
+fn serial_of(name: &str) -> u32 {
+    // FNV-1a: stable across restarts, which is all a volume serial needs.
+    let mut h: u32 = 0x811c_9dc5;
+    for b in name.to_lowercase().bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h
+}
+
+fn load_or_create_guid(dir: &Path) -> io::Result<[u8; 16]> {
+    let p = dir.join("server-guid");
+    if let Ok(s) = std::fs::read_to_string(&p) {
+        let s = s.trim();
+        if s.len() == 32 {
+            let mut g = [0u8; 16];
+            let ok = (0..16).all(|i| {
+                u8::from_str_radix(&s[2 * i..2 * i + 2], 16)
+                    .map(|b| g[i] = b)
+                    .is_ok()
+            });
+            if ok {
+                return Ok(g);
+            }
+        }
+        tracing::warn!(path = %p.display(), "server GUID file unreadable; writing a new one");
+    }
+    let g: [u8; 16] = rand::random();
+    let hex: String = g.iter().map(|b| format!("{b:02x}")).collect();
+    let tmp = dir.join("server-guid.tmp");
+    std::fs::write(&tmp, format!("{hex}\n"))?;
+    std::fs::rename(&tmp, &p)?;
+    Ok(g)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guid_persists() {
+        let d = tempfile::tempdir().unwrap();
+        let a = load_or_create_guid(d.path()).unwrap();
+        let b = load_or_create_guid(d.path()).unwrap();
+        assert_eq!(a, b);
+        std::fs::write(d.path().join("server-guid"), "junk").unwrap();
+        assert_ne!(load_or_create_guid(d.path()).unwrap(), a);
+    }
+}
