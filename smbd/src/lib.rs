@@ -2,6 +2,7 @@
 //! [`server`] (SMB protocol state) -> [`fsa`] (MS-FSA semantics) -> [`posix`] (Linux backend).
 //! [`wire`] is the pure codec the server layer uses.
 
+pub mod config;
 pub mod fsa;
 pub mod posix;
 pub mod server;
