@@ -6,4 +6,5 @@ pub mod config;
 pub mod fsa;
 pub mod posix;
 pub mod server;
+pub mod userdb;
 pub mod wire;
