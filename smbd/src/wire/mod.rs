@@ -12,6 +12,7 @@
 pub mod fileid;
 pub mod frame;
 pub mod header;
+pub mod negotiate;
 pub mod session;
 pub mod simple;
 pub mod status;
