@@ -12,10 +12,12 @@
 pub mod fileid;
 pub mod frame;
 pub mod header;
+pub mod ioctl;
 pub mod negotiate;
 pub mod session;
 pub mod simple;
 pub mod status;
+pub mod transform;
 pub mod tree;
 
 pub use fileid::FileId;
