@@ -9,6 +9,7 @@
 //!   time of writing. Signature: `fn encode(&self, out: &mut BytesMut)`.
 //! - Every length and offset from the peer is checked before it is used.
 
+pub mod error;
 pub mod fileid;
 pub mod frame;
 pub mod header;
@@ -16,6 +17,7 @@ pub mod ioctl;
 pub mod negotiate;
 pub mod session;
 pub mod simple;
+pub mod smb1;
 pub mod status;
 pub mod transform;
 pub mod tree;
