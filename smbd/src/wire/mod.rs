@@ -9,9 +9,20 @@
 //!   time of writing. Signature: `fn encode(&self, out: &mut BytesMut)`.
 //! - Every length and offset from the peer is checked before it is used.
 
+pub mod error;
+pub mod fileid;
+pub mod frame;
 pub mod header;
+pub mod ioctl;
+pub mod negotiate;
+pub mod session;
+pub mod simple;
+pub mod smb1;
 pub mod status;
+pub mod transform;
+pub mod tree;
 
+pub use fileid::FileId;
 pub use header::{Command, Header, HEADER_LEN};
 pub use status::NtStatus;
 
@@ -62,7 +73,7 @@ pub fn utf16le(s: &str) -> Vec<u8> {
 
 /// Decodes UTF-16LE bytes; unpaired surrogates are an error.
 pub fn from_utf16le(b: &[u8]) -> Result<String, WireError> {
-    if b.len() % 2 != 0 {
+    if !b.len().is_multiple_of(2) {
         return Err(WireError::Invalid("odd UTF-16 length"));
     }
     let units: Vec<u16> = b
