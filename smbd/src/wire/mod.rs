@@ -9,9 +9,11 @@
 //!   time of writing. Signature: `fn encode(&self, out: &mut BytesMut)`.
 //! - Every length and offset from the peer is checked before it is used.
 
+pub mod fileid;
 pub mod header;
 pub mod status;
 
+pub use fileid::FileId;
 pub use header::{Command, Header, HEADER_LEN};
 pub use status::NtStatus;
 
