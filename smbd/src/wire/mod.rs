@@ -9,6 +9,7 @@
 //!   time of writing. Signature: `fn encode(&self, out: &mut BytesMut)`.
 //! - Every length and offset from the peer is checked before it is used.
 
+pub mod close;
 pub mod fileid;
 pub mod header;
 pub mod status;
