@@ -12,6 +12,7 @@
 pub mod close;
 pub mod fileid;
 pub mod header;
+pub mod info;
 pub mod status;
 
 pub use fileid::FileId;
