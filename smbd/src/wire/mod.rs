@@ -13,6 +13,8 @@ pub mod close;
 pub mod fileid;
 pub mod header;
 pub mod info;
+pub mod notify;
+pub mod query_dir;
 pub mod status;
 
 pub use fileid::FileId;
