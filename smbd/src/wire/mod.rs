@@ -13,8 +13,10 @@ pub mod close;
 pub mod fileid;
 pub mod header;
 pub mod info;
+pub mod lock;
 pub mod notify;
 pub mod query_dir;
+pub mod rw;
 pub mod status;
 
 pub use fileid::FileId;
