@@ -15,6 +15,7 @@ pub mod header;
 pub mod info;
 pub mod lock;
 pub mod notify;
+pub mod oplock;
 pub mod query_dir;
 pub mod rw;
 pub mod status;
