@@ -10,6 +10,7 @@
 //! - Every length and offset from the peer is checked before it is used.
 
 pub mod close;
+pub mod create;
 pub mod fileid;
 pub mod header;
 pub mod info;
