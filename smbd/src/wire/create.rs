@@ -759,6 +759,14 @@ mod tests {
             let _ = CreateRequest::decode(&data);
             let _ = CreateResponse::decode(&data);
             let _ = decode_contexts(&data);
+            let mut m = vec![0u8; HEADER_LEN];
+            m.extend_from_slice(&57u16.to_le_bytes());
+            m.extend_from_slice(&data);
+            let _ = CreateRequest::decode(&m);
+            let mut m = vec![0u8; HEADER_LEN];
+            m.extend_from_slice(&89u16.to_le_bytes());
+            m.extend_from_slice(&data);
+            let _ = CreateResponse::decode(&m);
             let _ = LeaseContext::decode(&data);
             let _ = MxAcRequest::decode(&data);
             let _ = DurableHandleReconnectV2::decode(&data);

@@ -306,6 +306,18 @@ mod tests {
             let _ = SetInfoRequest::decode(&data);
             let _ = QueryInfoResponse::decode(&data);
             let _ = SetInfoResponse::decode(&data);
+            let mut m = vec![0u8; HEADER_LEN];
+            m.extend_from_slice(&41u16.to_le_bytes());
+            m.extend_from_slice(&data);
+            let _ = QueryInfoRequest::decode(&m);
+            let mut m = vec![0u8; HEADER_LEN];
+            m.extend_from_slice(&33u16.to_le_bytes());
+            m.extend_from_slice(&data);
+            let _ = SetInfoRequest::decode(&m);
+            let mut m = vec![0u8; HEADER_LEN];
+            m.extend_from_slice(&9u16.to_le_bytes());
+            m.extend_from_slice(&data);
+            let _ = QueryInfoResponse::decode(&m);
         }
     }
 

@@ -141,6 +141,10 @@ mod tests {
         fn lock_decode_never_panics(data in vec(any::<u8>(), 0..200)) {
             let _ = LockRequest::decode(&data);
             let _ = LockResponse::decode(&data);
+            let mut m = vec![0u8; HEADER_LEN];
+            m.extend_from_slice(&48u16.to_le_bytes());
+            m.extend_from_slice(&data);
+            let _ = LockRequest::decode(&m);
         }
     }
 

@@ -141,6 +141,14 @@ mod tests {
         fn query_dir_decode_never_panics(data in vec(any::<u8>(), 0..200)) {
             let _ = QueryDirectoryRequest::decode(&data);
             let _ = QueryDirectoryResponse::decode(&data);
+            let mut m = vec![0u8; HEADER_LEN];
+            m.extend_from_slice(&33u16.to_le_bytes());
+            m.extend_from_slice(&data);
+            let _ = QueryDirectoryRequest::decode(&m);
+            let mut m = vec![0u8; HEADER_LEN];
+            m.extend_from_slice(&9u16.to_le_bytes());
+            m.extend_from_slice(&data);
+            let _ = QueryDirectoryResponse::decode(&m);
         }
     }
 

@@ -351,6 +351,18 @@ mod tests {
             let _ = ReadResponse::decode(&data);
             let _ = WriteRequest::decode(&data);
             let _ = WriteResponse::decode(&data);
+            let mut m = vec![0u8; HEADER_LEN];
+            m.extend_from_slice(&49u16.to_le_bytes());
+            m.extend_from_slice(&data);
+            let _ = ReadRequest::decode(&m);
+            let mut m = vec![0u8; HEADER_LEN];
+            m.extend_from_slice(&17u16.to_le_bytes());
+            m.extend_from_slice(&data);
+            let _ = ReadResponse::decode(&m);
+            let mut m = vec![0u8; HEADER_LEN];
+            m.extend_from_slice(&49u16.to_le_bytes());
+            m.extend_from_slice(&data);
+            let _ = WriteRequest::decode(&m);
         }
     }
 
