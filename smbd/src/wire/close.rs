@@ -1,5 +1,6 @@
 //! SMB2 CLOSE (MS-SMB2 2.2.15, 2.2.16).
 
+use super::info::take_file_id;
 use super::{FileId, WireError, HEADER_LEN};
 use bytes::{BufMut, BytesMut};
 use nom::number::complete::{le_u16, le_u32, le_u64};
@@ -25,7 +26,7 @@ impl CloseRequest {
         }
         let (i, flags) = le_u16(i)?;
         let (i, _reserved) = le_u32(i)?;
-        let file_id = FileId::decode(i)?;
+        let (_, file_id) = take_file_id(i)?;
         Ok(CloseRequest { flags, file_id })
     }
 

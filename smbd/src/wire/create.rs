@@ -2,7 +2,7 @@
 //!
 //! The file name is decoded from UTF-16LE as sent; no path normalization here.
 
-use super::info::{len32, off16, request_body, request_buffer};
+use super::info::{len32, off16, request_body, request_buffer, take_file_id};
 use super::{from_utf16le, pad_to, utf16le, FileId, WireError};
 use bytes::{BufMut, BytesMut};
 use nom::number::complete::{le_u16, le_u32, le_u64, le_u8};
@@ -331,8 +331,7 @@ impl CreateResponse {
         let (i, end_of_file) = le_u64(i)?;
         let (i, file_attributes) = le_u32(i)?;
         let (i, _reserved2) = le_u32(i)?;
-        let file_id = FileId::decode(i)?;
-        let i = &i[16..];
+        let (i, file_id) = take_file_id(i)?;
         let (i, ctx_off) = le_u32(i)?;
         let (_, ctx_len) = le_u32(i)?;
         let ctx_buf = request_buffer(msg, RESP_FIXED, ctx_off as usize, ctx_len as usize)?;
@@ -499,7 +498,7 @@ impl DurableHandleReconnect {
     pub fn decode(data: &[u8]) -> Result<Self, WireError> {
         exact(data, 16, "DHnC length")?;
         Ok(DurableHandleReconnect {
-            file_id: FileId::decode(data)?,
+            file_id: take_file_id(data)?.1,
         })
     }
     pub fn encode(&self) -> Vec<u8> {
@@ -582,8 +581,8 @@ pub struct DurableHandleReconnectV2 {
 impl DurableHandleReconnectV2 {
     pub fn decode(data: &[u8]) -> Result<Self, WireError> {
         exact(data, 36, "DH2C length")?;
-        let file_id = FileId::decode(data)?;
-        let (i, create_guid) = guid(&data[16..])?;
+        let (i, file_id) = take_file_id(data)?;
+        let (i, create_guid) = guid(i)?;
         let (_, flags) = le_u32(i)?;
         Ok(DurableHandleReconnectV2 {
             file_id,

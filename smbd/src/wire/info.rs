@@ -76,6 +76,13 @@ pub(crate) fn request_buffer(
     slice_at(msg, off, len)
 }
 
+/// Takes a 16-byte FileId from the front of `i`, returning the rest. Only
+/// exactly 16 bytes are handed to `FileId::decode`.
+pub(crate) fn take_file_id(i: &[u8]) -> Result<(&[u8], FileId), WireError> {
+    let b = i.get(..16).ok_or(WireError::Truncated)?;
+    Ok((&i[16..], FileId::decode(b)?))
+}
+
 /// Converts a length to u32; lengths this codec writes are bounded well below that.
 pub(crate) fn len32(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
@@ -141,7 +148,7 @@ impl QueryInfoRequest {
         let (i, in_len) = le_u32(i)?;
         let (i, additional_information) = le_u32(i)?;
         let (i, flags) = le_u32(i)?;
-        let file_id = FileId::decode(i)?;
+        let (_, file_id) = take_file_id(i)?;
         let input =
             request_buffer(msg, QUERY_REQ_FIXED, in_off as usize, in_len as usize)?.to_vec();
         Ok(QueryInfoRequest {
@@ -211,7 +218,7 @@ impl SetInfoRequest {
         let (i, buf_off) = le_u16(i)?;
         let (i, _reserved) = le_u16(i)?;
         let (i, additional_information) = le_u32(i)?;
-        let file_id = FileId::decode(i)?;
+        let (_, file_id) = take_file_id(i)?;
         let buffer =
             request_buffer(msg, SET_REQ_FIXED, buf_off as usize, buf_len as usize)?.to_vec();
         Ok(SetInfoRequest {

@@ -1,6 +1,6 @@
 //! SMB2 LOCK (MS-SMB2 2.2.26, 2.2.27).
 
-use super::info::request_body;
+use super::info::{request_body, take_file_id};
 use super::{FileId, WireError};
 use bytes::{BufMut, BytesMut};
 use nom::number::complete::{le_u16, le_u32, le_u64};
@@ -50,7 +50,7 @@ impl LockRequest {
         let (i, _) = le_u16(b)?;
         let (i, count) = le_u16(i)?;
         let (i, lock_sequence) = le_u32(i)?;
-        let file_id = FileId::decode(i)?;
+        let (_, file_id) = take_file_id(i)?;
         if count == 0 {
             return Err(WireError::Invalid("lock count zero"));
         }

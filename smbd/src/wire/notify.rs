@@ -1,6 +1,6 @@
 //! SMB2 CHANGE_NOTIFY (MS-SMB2 2.2.35, 2.2.36).
 
-use super::info::{decode_output_buffer, encode_output_buffer, request_body};
+use super::info::{decode_output_buffer, encode_output_buffer, request_body, take_file_id};
 use super::{FileId, WireError};
 use bytes::{BufMut, BytesMut};
 use nom::number::complete::{le_u16, le_u32};
@@ -53,8 +53,8 @@ impl ChangeNotifyRequest {
         let (i, _) = le_u16(b)?;
         let (i, flags) = le_u16(i)?;
         let (i, output_buffer_length) = le_u32(i)?;
-        let file_id = FileId::decode(i)?;
-        let (_, completion_filter) = le_u32(&i[16..])?;
+        let (i, file_id) = take_file_id(i)?;
+        let (_, completion_filter) = le_u32(i)?;
         Ok(ChangeNotifyRequest {
             flags,
             output_buffer_length,

@@ -1,7 +1,7 @@
 //! SMB2 OPLOCK_BREAK command family (MS-SMB2 2.2.23-2.2.25): oplock and lease
 //! break notifications, acknowledgments and responses.
 
-use super::info::request_body;
+use super::info::{request_body, take_file_id};
 use super::{FileId, WireError, HEADER_LEN};
 use bytes::{BufMut, BytesMut};
 use nom::number::complete::{le_u16, le_u32, le_u64, le_u8};
@@ -35,7 +35,7 @@ impl OplockBreak {
         let (i, oplock_level) = le_u8(i)?;
         let (i, _reserved) = le_u8(i)?;
         let (i, _reserved2) = le_u32(i)?;
-        let file_id = FileId::decode(i)?;
+        let (_, file_id) = take_file_id(i)?;
         Ok(OplockBreak {
             oplock_level,
             file_id,

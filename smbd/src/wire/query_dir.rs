@@ -1,7 +1,7 @@
 //! SMB2 QUERY_DIRECTORY (MS-SMB2 2.2.33, 2.2.34).
 
 use super::info::{
-    decode_output_buffer, encode_output_buffer, off16, request_body, request_buffer,
+    decode_output_buffer, encode_output_buffer, off16, request_body, request_buffer, take_file_id,
 };
 use super::{from_utf16le, utf16le, FileId, WireError};
 use bytes::{BufMut, BytesMut};
@@ -51,8 +51,7 @@ impl QueryDirectoryRequest {
         let (i, file_information_class) = le_u8(i)?;
         let (i, flags) = le_u8(i)?;
         let (i, file_index) = le_u32(i)?;
-        let file_id = FileId::decode(i)?;
-        let i = &i[16..];
+        let (i, file_id) = take_file_id(i)?;
         let (i, name_off) = le_u16(i)?;
         let (i, name_len) = le_u16(i)?;
         let (_, output_buffer_length) = le_u32(i)?;

@@ -4,7 +4,7 @@
 //! of its data inside the message, and a read response is written as a 16-byte
 //! prefix (`ReadResponse::encode_header`) after which the caller appends the data.
 
-use super::info::{len32, off16, request_body, request_buffer};
+use super::info::{len32, off16, request_body, request_buffer, take_file_id};
 use super::{FileId, WireError, HEADER_LEN};
 use bytes::{BufMut, BytesMut};
 use nom::number::complete::{le_u16, le_u32, le_u64, le_u8};
@@ -60,8 +60,7 @@ impl ReadRequest {
         let (i, flags) = le_u8(i)?;
         let (i, length) = le_u32(i)?;
         let (i, offset) = le_u64(i)?;
-        let file_id = FileId::decode(i)?;
-        let i = &i[16..];
+        let (i, file_id) = take_file_id(i)?;
         let (i, minimum_count) = le_u32(i)?;
         let (i, channel) = le_u32(i)?;
         let (i, remaining_bytes) = le_u32(i)?;
@@ -188,8 +187,7 @@ impl WriteRequest {
         let (i, data_off) = le_u16(i)?;
         let (i, length) = le_u32(i)?;
         let (i, offset) = le_u64(i)?;
-        let file_id = FileId::decode(i)?;
-        let i = &i[16..];
+        let (i, file_id) = take_file_id(i)?;
         let (i, channel) = le_u32(i)?;
         let (i, remaining_bytes) = le_u32(i)?;
         let (i, ci_off) = le_u16(i)?;
