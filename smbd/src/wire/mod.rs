@@ -9,12 +9,20 @@
 //!   time of writing. Signature: `fn encode(&self, out: &mut BytesMut)`.
 //! - Every length and offset from the peer is checked before it is used.
 
+pub mod close;
+pub mod create;
 pub mod error;
 pub mod fileid;
 pub mod frame;
 pub mod header;
+pub mod info;
 pub mod ioctl;
+pub mod lock;
 pub mod negotiate;
+pub mod notify;
+pub mod oplock;
+pub mod query_dir;
+pub mod rw;
 pub mod session;
 pub mod simple;
 pub mod smb1;
