@@ -440,7 +440,7 @@ impl Connection {
         }
         let mut b = BytesMut::with_capacity(crate::wire::HEADER_LEN + 16 + data.len());
         b.resize(crate::wire::HEADER_LEN, 0);
-        ReadResponse::encode_header(&mut b, data.len() as u32);
+        ReadResponse::encode_header(&mut b, data.len() as u32, 0, 0);
         b.put_slice(&data);
         Reply::ok(b)
     }
@@ -488,7 +488,7 @@ impl Connection {
     }
 
     pub async fn lock(&mut self, ctx: &mut Ctx<'_>) -> Result<Reply, NtStatus> {
-        use crate::wire::lock::{LOCKFLAG_EXCLUSIVE_LOCK, LOCKFLAG_FAIL_IMMEDIATELY, LOCKFLAG_SHARED_LOCK, LOCKFLAG_UNLOCK};
+        use crate::wire::lock::flags::{EXCLUSIVE as LOCKFLAG_EXCLUSIVE_LOCK, FAIL_IMMEDIATELY as LOCKFLAG_FAIL_IMMEDIATELY, SHARED as LOCKFLAG_SHARED_LOCK, UNLOCK as LOCKFLAG_UNLOCK};
         let req = LockRequest::decode(ctx.msg).map_err(|_| NtStatus::INVALID_PARAMETER)?;
         let fid = ctx.fid(req.file_id);
         let (key, oid) = {
@@ -535,7 +535,8 @@ impl Connection {
     }
 
     pub async fn ioctl(&mut self, ctx: &mut Ctx<'_>) -> Result<Reply, NtStatus> {
-        use crate::wire::ioctl::{ValidateNegotiateInfoRequest, ValidateNegotiateInfoResponse, FSCTL_DFS_GET_REFERRALS, FSCTL_VALIDATE_NEGOTIATE_INFO};
+        use crate::wire::ioctl::fsctl::{DFS_GET_REFERRALS as FSCTL_DFS_GET_REFERRALS, VALIDATE_NEGOTIATE_INFO as FSCTL_VALIDATE_NEGOTIATE_INFO};
+        use crate::wire::ioctl::{ValidateNegotiateInfoRequest, ValidateNegotiateInfoResponse};
         let req = IoctlRequest::decode(ctx.msg).map_err(|_| NtStatus::INVALID_PARAMETER)?;
         if req.flags & 1 == 0 {
             return Err(NtStatus::NOT_SUPPORTED);
@@ -560,20 +561,19 @@ impl Connection {
                 if req.max_output_response < 24 {
                     return Err(NtStatus::INVALID_PARAMETER);
                 }
-                let mut out = BytesMut::new();
-                ValidateNegotiateInfoResponse {
+                let out = ValidateNegotiateInfoResponse {
                     capabilities: self.neg.server_caps,
                     guid: self.st.guid,
                     security_mode: self.neg.server_security_mode,
                     dialect: self.neg.dialect,
                 }
-                .encode(&mut out);
+                .encode();
                 let mut b = Reply::buf();
                 IoctlResponse {
                     ctl_code: req.ctl_code,
                     file_id: req.file_id,
                     input: Vec::new(),
-                    output: out.to_vec(),
+                    output: out,
                     flags: 0,
                 }
                 .encode(&mut b);

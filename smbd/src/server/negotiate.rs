@@ -25,7 +25,7 @@ const SIGNING_REQUIRED: u16 = 0x0002;
 impl Connection {
     fn dialect_range(&self) -> (u16, u16) {
         let g = &self.st.config.global;
-        (g.server_min_protocol.code(), g.server_max_protocol.code())
+        (g.server_min_protocol.revision(), g.server_max_protocol.revision())
     }
 
     fn server_security_mode(&self) -> u16 {
@@ -149,7 +149,7 @@ impl Connection {
             for c in &req.contexts {
                 match c {
                     NegotiateContext::PreauthIntegrity { hash_algorithms, .. } => {
-                        if !hash_algorithms.contains(&neg::HASH_SHA512) {
+                        if !hash_algorithms.contains(&neg::HASH_ALGORITHM_SHA512) {
                             return Err(NtStatus::NOT_SUPPORTED);
                         }
                         have_preauth = true;
@@ -166,7 +166,7 @@ impl Connection {
                 return Err(NtStatus::INVALID_PARAMETER);
             }
             resp.contexts.push(NegotiateContext::PreauthIntegrity {
-                hash_algorithms: vec![neg::HASH_SHA512],
+                hash_algorithms: vec![neg::HASH_ALGORITHM_SHA512],
                 salt: rand::random::<[u8; 32]>().to_vec(),
             });
             if let Some(a) = signing {
@@ -210,7 +210,7 @@ impl Connection {
 
     pub async fn session_setup(&mut self, ctx: &mut Ctx<'_>) -> Result<Reply, NtStatus> {
         let req = SessionSetupRequest::decode(ctx.msg).map_err(|_| NtStatus::INVALID_PARAMETER)?;
-        if req.flags & 0x01 != 0 {
+        if req.flags & crate::wire::session::SESSION_FLAG_BINDING != 0 {
             // Session binding (multichannel) arrives with a later issue.
             return Err(NtStatus::REQUEST_NOT_ACCEPTED);
         }
@@ -275,7 +275,7 @@ impl Connection {
                         self.neg.cipher,
                     ));
                     sess.signing_required = matches!(self.st.config.global.server_signing, Signing::Mandatory)
-                        || req.security_mode & SIGNING_REQUIRED != 0;
+                        || u16::from(req.security_mode) & SIGNING_REQUIRED != 0;
                 }
                 info!(user = %user.name, domain = %outcome.domain, sid, anonymous = outcome.anonymous, "session established");
                 sess.user = Some(user);
