@@ -10,6 +10,8 @@
 //! - Every length and offset from the peer is checked before it is used.
 
 pub mod header;
+pub mod ntlmssp;
+pub mod spnego;
 pub mod status;
 
 pub use header::{Command, Header, HEADER_LEN};
