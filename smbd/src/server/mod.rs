@@ -1,1 +1,2 @@
 //! The SMB server layer: connections, sessions, tree connects, opens, credits, signing.
+pub mod crypto;
