@@ -1,2 +1,3 @@
 //! The SMB server layer: connections, sessions, tree connects, opens, credits, signing.
+pub mod auth;
 pub mod crypto;

@@ -358,11 +358,9 @@ pub fn decode_av_pairs(mut b: &[u8]) -> Result<Vec<AvPair>, WireError> {
     }
 }
 
+/// Test data shared with the NTLM acceptor tests.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
+pub(crate) mod tests_support {
     /// AUTHENTICATE_MESSAGE from MS-NLMP 4.2.4.3 (NTLMv2 example).
     pub const NLMP_AUTH: &str = "4e544c4d5353500003000000180018006c00000054005400840000000c000c00\
         480000000800080054000000100010005c00000010001000d8000000358288e20501280a0000000f44006f00\
@@ -370,6 +368,13 @@ mod tests {
         57cccc19aaaaaaaaaaaaaaaa68cd0ab851e51c96aabc927bebef6a1c01010000000000000000000000000000\
         aaaaaaaaaaaaaaaa0000000002000c0044006f006d00610069006e0001000c00530065007200760065007200\
         0000000000000000c5dad2544fc9799094ce1ce90bc9d03e";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tests_support::NLMP_AUTH;
+    use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn decode_nlmp_authenticate() {
