@@ -1,8 +1,10 @@
 //! The SMB server layer: connections, sessions, tree connects, opens, credits,
 //! signing. It speaks MS-SMB2 above and MS-FSA (crate::fsa) below.
 
+pub mod auth;
 pub mod conn;
 pub mod credits;
+pub mod crypto;
 pub mod files;
 pub mod listen;
 pub mod negotiate;

@@ -20,12 +20,14 @@ pub mod ioctl;
 pub mod lock;
 pub mod negotiate;
 pub mod notify;
+pub mod ntlmssp;
 pub mod oplock;
 pub mod query_dir;
 pub mod rw;
 pub mod session;
 pub mod simple;
 pub mod smb1;
+pub mod spnego;
 pub mod status;
 pub mod transform;
 pub mod tree;
@@ -81,7 +83,7 @@ pub fn utf16le(s: &str) -> Vec<u8> {
 
 /// Decodes UTF-16LE bytes; unpaired surrogates are an error.
 pub fn from_utf16le(b: &[u8]) -> Result<String, WireError> {
-    if !b.len().is_multiple_of(2) {
+    if b.len() & 1 != 0 {
         return Err(WireError::Invalid("odd UTF-16 length"));
     }
     let units: Vec<u16> = b
