@@ -51,6 +51,13 @@ pub struct OpenRequest {
     pub attributes: u32,
 }
 
+impl OpenRequest {
+    /// Looks a name up without data access (an O_PATH open): existence and metadata only.
+    pub fn probe() -> OpenRequest {
+        OpenRequest::default()
+    }
+}
+
 #[derive(Debug)]
 pub struct Opened {
     pub fd: OwnedFd,
