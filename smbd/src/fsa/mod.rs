@@ -1,3 +1,4 @@
 //! File-system semantics (MS-FSA): what an open means, independent of SMB and of POSIX.
 
+pub mod info;
 pub mod types;
