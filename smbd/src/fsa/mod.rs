@@ -1,4 +1,5 @@
 //! File-system semantics (MS-FSA): what an open means, independent of SMB and of POSIX.
 
+pub mod fsinfo;
 pub mod info;
 pub mod types;
