@@ -1,5 +1,6 @@
 //! File-system semantics (MS-FSA): what an open means, independent of SMB and of POSIX.
 
+pub mod dirent;
 pub mod fsinfo;
 pub mod info;
 pub mod types;
