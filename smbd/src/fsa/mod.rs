@@ -4,3 +4,4 @@ pub mod dirent;
 pub mod fsinfo;
 pub mod info;
 pub mod types;
+pub mod wildcard;
