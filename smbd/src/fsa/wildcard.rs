@@ -68,7 +68,8 @@ pub fn name_matches(pattern: &str, name: &str) -> bool {
             cur[j] = match pc {
                 '*' => next[j] || (!at_end && cur[j + 1]),
                 DOS_STAR => {
-                    let consumable = !at_end && !(ch == Some('.') && last_dot == Some(j));
+                    let is_final_dot = ch == Some('.') && last_dot == Some(j);
+                    let consumable = !at_end && !is_final_dot;
                     next[j] || (consumable && cur[j + 1])
                 }
                 '?' => !at_end && next[j + 1],
