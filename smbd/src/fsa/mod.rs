@@ -3,5 +3,6 @@
 pub mod dirent;
 pub mod fsinfo;
 pub mod info;
+pub mod security;
 pub mod types;
 pub mod wildcard;
