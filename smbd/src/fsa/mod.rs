@@ -4,5 +4,6 @@ pub mod dirent;
 pub mod fsinfo;
 pub mod info;
 pub mod security;
+pub mod sharemode;
 pub mod types;
 pub mod wildcard;
