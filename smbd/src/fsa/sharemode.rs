@@ -99,6 +99,13 @@ mod tests {
                 D,
                 FILE_READ_DATA,
                 R | D,
+                true,
+            ),
+            (
+                DELETE | FILE_READ_ATTRIBUTES,
+                R | D,
+                FILE_READ_DATA,
+                D,
                 false,
             ),
             (
