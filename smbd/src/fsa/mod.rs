@@ -3,6 +3,7 @@
 pub mod dirent;
 pub mod fsinfo;
 pub mod info;
+pub mod names;
 pub mod security;
 pub mod sharemode;
 pub mod types;
