@@ -194,7 +194,7 @@ mod tests {
             assert_eq!(err(bad), NtStatus::OBJECT_NAME_INVALID, "{bad:?}");
         }
         let long = "x".repeat(255);
-        assert_eq!(comps(&long), [long.clone()]);
+        assert_eq!(comps(&long), vec![long]);
         assert_eq!(err(&"x".repeat(256)), NtStatus::OBJECT_NAME_INVALID);
         // 128 non-BMP characters are 256 UTF-16 units.
         assert_eq!(err(&"😀".repeat(128)), NtStatus::OBJECT_NAME_INVALID);
