@@ -5,6 +5,7 @@ pub mod fsinfo;
 pub mod info;
 pub mod names;
 pub mod security;
+pub mod setinfo;
 pub mod sharemode;
 pub mod types;
 pub mod wildcard;
