@@ -1,4 +1,12 @@
 //! File-system semantics (MS-FSA): what an open means, independent of SMB and of POSIX.
 
 pub mod broker;
+pub mod dirent;
+pub mod fsinfo;
+pub mod info;
+pub mod names;
+pub mod security;
+pub mod setinfo;
+pub mod sharemode;
 pub mod types;
+pub mod wildcard;
