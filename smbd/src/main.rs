@@ -10,7 +10,11 @@ use std::sync::Arc;
 const DEFAULT_CONFIG_PATH: &str = "/etc/holdfast/smb.conf";
 
 #[derive(Parser)]
-#[command(name = "holdfast-smbd", version, about = "Holdfast SMB2/SMB3 file server")]
+#[command(
+    name = "holdfast-smbd",
+    version,
+    about = "Holdfast SMB2/SMB3 file server"
+)]
 struct Args {
     /// Configuration file (smb.conf syntax).
     #[arg(long, short = 's')]
@@ -27,7 +31,8 @@ fn load(args: &Args) -> Result<Config, String> {
     let (cfg, warnings) = match &args.config {
         Some(p) => config::load(p).map_err(|e| format!("{}: {e}", p.display()))?,
         None if std::path::Path::new(DEFAULT_CONFIG_PATH).exists() => {
-            config::load(std::path::Path::new(DEFAULT_CONFIG_PATH)).map_err(|e| format!("{DEFAULT_CONFIG_PATH}: {e}"))?
+            config::load(std::path::Path::new(DEFAULT_CONFIG_PATH))
+                .map_err(|e| format!("{DEFAULT_CONFIG_PATH}: {e}"))?
         }
         None => {
             eprintln!("holdfast-smbd: {DEFAULT_CONFIG_PATH} not found; using the embedded default configuration");
@@ -69,7 +74,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!(%e, "cannot start runtime");
@@ -84,13 +92,14 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(%e, "cannot install SIGTERM handler");
-                return ExitCode::FAILURE;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(%e, "cannot install SIGTERM handler");
+                    return ExitCode::FAILURE;
+                }
+            };
         tracing::info!(guid = %hex(&st.guid), "holdfast-smbd ready");
         tokio::select! {
             _ = listen::serve(st.clone(), listeners) => {}

@@ -76,7 +76,12 @@ pub struct Broker {
 }
 
 /// True if a new open (access, share) conflicts with an existing one (MS-FSA share check).
-pub fn share_conflict(existing_access: u32, existing_share: u32, new_access: u32, new_share: u32) -> bool {
+pub fn share_conflict(
+    existing_access: u32,
+    existing_share: u32,
+    new_access: u32,
+    new_share: u32,
+) -> bool {
     let (ea, na) = (existing_access & DATA_ACCESS, new_access & DATA_ACCESS);
     if ea == 0 || na == 0 {
         return false;
@@ -163,7 +168,10 @@ impl Broker {
     pub fn close(&self, key: FileKey, open_id: u64) -> CloseOutcome {
         let mut files = self.files();
         let Some(st) = files.get_mut(&key) else {
-            return CloseOutcome { delete: None, last: true };
+            return CloseOutcome {
+                delete: None,
+                last: true,
+            };
         };
         if let Some(pos) = st.opens.iter().position(|o| o.open_id == open_id) {
             let rec = st.opens.remove(pos);
@@ -177,7 +185,10 @@ impl Broker {
             files.remove(&key);
             CloseOutcome { delete, last: true }
         } else {
-            CloseOutcome { delete: None, last: false }
+            CloseOutcome {
+                delete: None,
+                last: false,
+            }
         }
     }
 
@@ -222,14 +233,23 @@ impl Broker {
     }
 
     /// Takes a byte-range lock (MS-FSA 2.1.5.13 conflict rules).
-    pub fn lock(&self, key: FileKey, open_id: u64, offset: u64, length: u64, exclusive: bool) -> Result<(), NtStatus> {
+    pub fn lock(
+        &self,
+        key: FileKey,
+        open_id: u64,
+        offset: u64,
+        length: u64,
+        exclusive: bool,
+    ) -> Result<(), NtStatus> {
         if length != 0 && offset.checked_add(length - 1).is_none() {
             return Err(NtStatus::INVALID_LOCK_RANGE);
         }
         let mut files = self.files();
         let st = files.get_mut(&key).ok_or(NtStatus::INVALID_HANDLE)?;
+        // An exclusive request conflicts with any overlapping lock; a shared
+        // one only with another open's exclusive lock.
         let conflict = st.locks.iter().any(|l| {
-            l.overlaps(offset, length) && (exclusive || (l.exclusive && l.open_id != open_id) || (l.exclusive && l.open_id == open_id && exclusive))
+            l.overlaps(offset, length) && (exclusive || (l.exclusive && l.open_id != open_id))
         });
         if conflict {
             return Err(NtStatus::LOCK_NOT_GRANTED);
@@ -244,7 +264,13 @@ impl Broker {
     }
 
     /// Releases exactly one lock of this open with this range.
-    pub fn unlock(&self, key: FileKey, open_id: u64, offset: u64, length: u64) -> Result<(), NtStatus> {
+    pub fn unlock(
+        &self,
+        key: FileKey,
+        open_id: u64,
+        offset: u64,
+        length: u64,
+    ) -> Result<(), NtStatus> {
         let mut files = self.files();
         let st = files.get_mut(&key).ok_or(NtStatus::RANGE_NOT_LOCKED)?;
         let pos = st
@@ -257,9 +283,18 @@ impl Broker {
     }
 
     /// May this open read (or write) this range, given others' locks?
-    pub fn check_io(&self, key: FileKey, open_id: u64, offset: u64, length: u64, write: bool) -> Result<(), NtStatus> {
+    pub fn check_io(
+        &self,
+        key: FileKey,
+        open_id: u64,
+        offset: u64,
+        length: u64,
+        write: bool,
+    ) -> Result<(), NtStatus> {
         let files = self.files();
-        let Some(st) = files.get(&key) else { return Ok(()) };
+        let Some(st) = files.get(&key) else {
+            return Ok(());
+        };
         let conflict = st.locks.iter().any(|l| {
             l.overlaps(offset, length)
                 && if write {
@@ -286,11 +321,17 @@ mod tests {
     #[test]
     fn share_modes() {
         let b = Broker::new();
-        b.open(K, "a".into(), 1, access::FILE_READ_DATA, share::READ, false).unwrap();
-        assert_eq!(b.open(K, "a".into(), 2, RW, share::ALL, false), Err(NtStatus::SHARING_VIOLATION));
-        b.open(K, "a".into(), 3, access::FILE_READ_DATA, share::READ, false).unwrap();
+        b.open(K, "a".into(), 1, access::FILE_READ_DATA, share::READ, false)
+            .unwrap();
+        assert_eq!(
+            b.open(K, "a".into(), 2, RW, share::ALL, false),
+            Err(NtStatus::SHARING_VIOLATION)
+        );
+        b.open(K, "a".into(), 3, access::FILE_READ_DATA, share::READ, false)
+            .unwrap();
         // attribute-only opens never conflict
-        b.open(K, "a".into(), 4, access::FILE_READ_ATTRIBUTES, 0, false).unwrap();
+        b.open(K, "a".into(), 4, access::FILE_READ_ATTRIBUTES, 0, false)
+            .unwrap();
         assert!(!b.close(K, 1).last);
         assert!(!b.close(K, 3).last);
         assert!(b.close(K, 4).last);
@@ -299,12 +340,29 @@ mod tests {
     #[test]
     fn delete_on_close_and_pending() {
         let b = Broker::new();
-        b.open(K, "f".into(), 1, access::DELETE, share::ALL, true).unwrap();
-        b.open(K, "f".into(), 2, access::FILE_READ_DATA, share::ALL, false).unwrap();
-        assert_eq!(b.close(K, 1), CloseOutcome { delete: None, last: false });
-        assert_eq!(b.open(K, "f".into(), 3, 0, share::ALL, false), Err(NtStatus::DELETE_PENDING));
+        b.open(K, "f".into(), 1, access::DELETE, share::ALL, true)
+            .unwrap();
+        b.open(K, "f".into(), 2, access::FILE_READ_DATA, share::ALL, false)
+            .unwrap();
+        assert_eq!(
+            b.close(K, 1),
+            CloseOutcome {
+                delete: None,
+                last: false
+            }
+        );
+        assert_eq!(
+            b.open(K, "f".into(), 3, 0, share::ALL, false),
+            Err(NtStatus::DELETE_PENDING)
+        );
         b.renamed(K, "g".into());
-        assert_eq!(b.close(K, 2), CloseOutcome { delete: Some("g".into()), last: true });
+        assert_eq!(
+            b.close(K, 2),
+            CloseOutcome {
+                delete: Some("g".into()),
+                last: true
+            }
+        );
         // a fresh open after the delete starts clean
         b.open(K, "h".into(), 4, RW, 0, false).unwrap();
     }
@@ -316,11 +374,17 @@ mod tests {
         b.open(K, "f".into(), 2, RW, share::ALL, false).unwrap();
         b.lock(K, 1, 0, 10, true).unwrap();
         assert_eq!(b.lock(K, 2, 5, 10, false), Err(NtStatus::LOCK_NOT_GRANTED));
-        assert_eq!(b.check_io(K, 2, 0, 1, false), Err(NtStatus::FILE_LOCK_CONFLICT));
+        assert_eq!(
+            b.check_io(K, 2, 0, 1, false),
+            Err(NtStatus::FILE_LOCK_CONFLICT)
+        );
         b.check_io(K, 1, 0, 1, true).unwrap();
         b.lock(K, 2, 10, 10, false).unwrap();
         b.lock(K, 1, 12, 2, false).unwrap(); // shared stacks on shared
-        assert_eq!(b.check_io(K, 1, 10, 1, true), Err(NtStatus::FILE_LOCK_CONFLICT));
+        assert_eq!(
+            b.check_io(K, 1, 10, 1, true),
+            Err(NtStatus::FILE_LOCK_CONFLICT)
+        );
         assert_eq!(b.unlock(K, 2, 10, 5), Err(NtStatus::RANGE_NOT_LOCKED));
         b.unlock(K, 2, 10, 10).unwrap();
         b.close(K, 1);

@@ -5,7 +5,7 @@ use super::files::Open;
 use super::session::Session;
 use super::state::ServerState;
 use crate::server::crypto::{self, PreauthHash, SigningAlgorithm};
-use crate::wire::header::{self, offsets, FLAGS_RELATED_OPERATIONS, FLAGS_SERVER_TO_REDIR, FLAGS_SIGNED};
+use crate::wire::header::{self, offsets, FLAGS_RELATED_OPERATIONS, FLAGS_SERVER_TO_REDIR};
 use crate::wire::{Command, FileId, Header, NtStatus, HEADER_LEN};
 use bytes::{BufMut, BytesMut};
 use std::collections::HashMap;
@@ -36,7 +36,10 @@ impl Reply {
         b
     }
     pub fn ok(buf: BytesMut) -> Result<Reply, NtStatus> {
-        Ok(Reply { status: NtStatus::SUCCESS, buf })
+        Ok(Reply {
+            status: NtStatus::SUCCESS,
+            buf,
+        })
     }
     pub fn with_status(status: NtStatus, buf: BytesMut) -> Result<Reply, NtStatus> {
         Ok(Reply { status, buf })
@@ -115,7 +118,11 @@ impl Connection {
         if self.neg.dialect == 0 {
             PRENEGOTIATE_MAX_FRAME
         } else {
-            let m = self.neg.max_read.max(self.neg.max_write).max(self.neg.max_transact) as usize;
+            let m = self
+                .neg
+                .max_read
+                .max(self.neg.max_write)
+                .max(self.neg.max_transact) as usize;
             m + FRAME_OVERHEAD
         }
     }
@@ -150,7 +157,11 @@ impl Connection {
                 Err(e) => return format!("bad frame header: {e}"),
             };
             if len > self.max_frame() {
-                warn!(len, max = self.max_frame(), "frame larger than negotiated maximum");
+                warn!(
+                    len,
+                    max = self.max_frame(),
+                    "frame larger than negotiated maximum"
+                );
                 return "oversized frame".into();
             }
             if len < 4 {
@@ -184,14 +195,17 @@ impl Connection {
         match buf.get(0..4) {
             Some(p) if p == header::SMB1_PROTOCOL_ID => self.smb1_negotiate(&buf).map(Some),
             Some(p) if p == header::PROTOCOL_ID => self.process_chain(&buf).await,
-            Some(p) if p == header::TRANSFORM_PROTOCOL_ID => Err("encrypted message not supported yet".into()),
+            Some(p) if p == header::TRANSFORM_PROTOCOL_ID => {
+                Err("encrypted message not supported yet".into())
+            }
             _ => Err("unknown protocol id".into()),
         }
     }
 
     /// Processes a chain of (possibly compounded) SMB2 requests.
     async fn process_chain(&mut self, buf: &[u8]) -> Result<Option<BytesMut>, String> {
-        let bounds = crate::wire::frame::split_compound(buf).map_err(|e| format!("bad compound chain: {e}"))?;
+        let bounds = crate::wire::frame::split_compound(buf)
+            .map_err(|e| format!("bad compound chain: {e}"))?;
         let mut out = BytesMut::new();
         let mut prev_start: Option<usize> = None;
         let mut related_fid: Option<FileId> = None;
@@ -209,7 +223,10 @@ impl Connection {
             // Credits: every request but CANCEL consumes its charge.
             let cmd = hdr.cmd();
             if cmd != Some(Command::Cancel) && !self.consume_credits(&hdr) {
-                return Err(format!("message id {} outside the credit window", hdr.message_id));
+                return Err(format!(
+                    "message id {} outside the credit window",
+                    hdr.message_id
+                ));
             }
             if related && idx > 0 {
                 hdr.session_id = chain_session;
@@ -251,14 +268,19 @@ impl Connection {
             // Remember what later related requests inherit.
             chain_session = reply_session_id(&hdr, &reply);
             chain_tree = reply_tree_id(&hdr, &reply);
-            chain_status = if reply.status.is_error() { reply.status } else { NtStatus::SUCCESS };
+            chain_status = if reply.status.is_error() {
+                reply.status
+            } else {
+                NtStatus::SUCCESS
+            };
             if cmd == Some(Command::Create) && reply.status.is_error() {
                 related_fid = None;
             }
             let last = idx + 1 == count;
             if let Some(p) = prev_start {
                 let off = out.len() - p;
-                out[p + offsets::NEXT_COMMAND..p + offsets::NEXT_COMMAND + 4].copy_from_slice(&(off as u32).to_le_bytes());
+                out[p + offsets::NEXT_COMMAND..p + offsets::NEXT_COMMAND + 4]
+                    .copy_from_slice(&(off as u32).to_le_bytes());
             }
             prev_start = Some(out.len());
             self.finish_reply(&hdr, reply, related && idx > 0, last, &mut out);
@@ -276,7 +298,11 @@ impl Connection {
     }
 
     fn consume_credits(&mut self, hdr: &Header) -> bool {
-        let charge = if self.neg.dialect >= 0x0210 { hdr.credit_charge } else { 1 };
+        let charge = if self.neg.dialect >= 0x0210 {
+            hdr.credit_charge
+        } else {
+            1
+        };
         self.credits.consume(hdr.message_id, charge)
     }
 
@@ -292,23 +318,44 @@ impl Connection {
         if hdr.is_signed() {
             let (Some(key), Some(alg)) = (sess.signing_key(), self.neg.signing) else {
                 // Signed by a session that has no key (still authenticating, guest).
-                return if matches!(cmd, Some(Command::SessionSetup)) { Ok(()) } else { Err(NtStatus::ACCESS_DENIED) };
+                return if matches!(cmd, Some(Command::SessionSetup)) {
+                    Ok(())
+                } else {
+                    Err(NtStatus::ACCESS_DENIED)
+                };
             };
             if !crypto::verify_message(alg, key, msg) {
                 warn!(mid = hdr.message_id, "bad signature");
                 return Err(NtStatus::ACCESS_DENIED);
             }
-        } else if sess.signing_required && sess.is_valid() && !matches!(cmd, Some(Command::SessionSetup)) {
-            warn!(mid = hdr.message_id, "unsigned request on a session that requires signing");
+        } else if sess.signing_required
+            && sess.is_valid()
+            && !matches!(cmd, Some(Command::SessionSetup))
+        {
+            warn!(
+                mid = hdr.message_id,
+                "unsigned request on a session that requires signing"
+            );
             return Err(NtStatus::ACCESS_DENIED);
         }
         Ok(())
     }
 
     /// Builds the response header for `reply`, signs it if needed, appends it to `out`.
-    fn finish_reply(&mut self, req: &Header, reply: Reply, related: bool, last: bool, out: &mut BytesMut) {
+    fn finish_reply(
+        &mut self,
+        req: &Header,
+        reply: Reply,
+        related: bool,
+        last: bool,
+        out: &mut BytesMut,
+    ) {
         let want = req.credits.max(1);
-        let granted = if req.cmd() == Some(Command::Cancel) { 0 } else { self.credits.grant(want) };
+        let granted = if req.cmd() == Some(Command::Cancel) {
+            0
+        } else {
+            self.credits.grant(want)
+        };
         let mut h = Header {
             credit_charge: req.credit_charge,
             status: reply.status.0,
@@ -334,7 +381,12 @@ impl Connection {
             crate::wire::pad_to(&mut buf, 8);
         }
         if self.should_sign(req, &h) {
-            if let Some((key, alg)) = self.sessions.get(&h.session_id).and_then(|s| s.signing_key()).zip(self.neg.signing) {
+            if let Some((key, alg)) = self
+                .sessions
+                .get(&h.session_id)
+                .and_then(|s| s.signing_key())
+                .zip(self.neg.signing)
+            {
                 crypto::sign_message(alg, key, &mut buf);
             }
         }
@@ -352,7 +404,8 @@ impl Connection {
         let status = NtStatus(resp.status);
         if req.cmd() == Some(Command::SessionSetup) {
             // The final SESSION_SETUP response proves the key (MS-SMB2 3.3.5.5.3).
-            return status == NtStatus::SUCCESS && (sess.signing_required || self.neg.dialect >= 0x0300 || req.is_signed());
+            return status == NtStatus::SUCCESS
+                && (sess.signing_required || self.neg.dialect >= 0x0300 || req.is_signed());
         }
         if status == NtStatus::PENDING {
             return false;
@@ -394,9 +447,10 @@ impl Connection {
                     Command::SetInfo => self.set_info(ctx).await,
                     Command::ChangeNotify => Err(NtStatus::NOT_IMPLEMENTED),
                     Command::OplockBreak => Err(NtStatus::INVALID_OPLOCK_PROTOCOL),
-                    Command::Negotiate | Command::SessionSetup | Command::Echo | Command::Cancel => {
-                        Err(NtStatus::INVALID_PARAMETER)
-                    }
+                    Command::Negotiate
+                    | Command::SessionSetup
+                    | Command::Echo
+                    | Command::Cancel => Err(NtStatus::INVALID_PARAMETER),
                 }
             }
         }
@@ -424,7 +478,9 @@ impl Connection {
 
     /// Checks the credit charge of a request moving `payload` bytes.
     pub fn check_charge(&self, hdr: &Header, payload: u64) -> Result<(), NtStatus> {
-        if self.neg.dialect >= 0x0210 && self.neg.server_caps & crate::wire::negotiate::GLOBAL_CAP_LARGE_MTU != 0 {
+        if self.neg.dialect >= 0x0210
+            && self.neg.server_caps & crate::wire::negotiate::GLOBAL_CAP_LARGE_MTU != 0
+        {
             let need = credits::required_charge(payload);
             if hdr.credit_charge.max(1) < need {
                 return Err(NtStatus::INVALID_PARAMETER);

@@ -87,14 +87,25 @@ impl Connection {
     pub fn open_mut(&mut self, ctx: &Ctx<'_>, fid: FileId) -> Result<&mut Open, NtStatus> {
         let (sid, tid) = (ctx.hdr.session_id, ctx.hdr.tree_id());
         match self.opens.get_mut(&fid.volatile) {
-            Some(o) if o.fid.persistent == fid.persistent && o.session_id == sid && o.tree_id == tid => Ok(o),
+            Some(o)
+                if o.fid.persistent == fid.persistent
+                    && o.session_id == sid
+                    && o.tree_id == tid =>
+            {
+                Ok(o)
+            }
             _ => Err(NtStatus::FILE_CLOSED),
         }
     }
 
     /// Closes every open matching `pred` (logoff, tree disconnect, teardown).
     pub async fn close_opens_where(&mut self, pred: impl Fn(&Open) -> bool) {
-        let ids: Vec<u64> = self.opens.iter().filter(|(_, o)| pred(o)).map(|(k, _)| *k).collect();
+        let ids: Vec<u64> = self
+            .opens
+            .iter()
+            .filter(|(_, o)| pred(o))
+            .map(|(k, _)| *k)
+            .collect();
         for id in ids {
             if let Some(o) = self.opens.remove(&id) {
                 self.close_open(o).await;
@@ -109,13 +120,18 @@ impl Connection {
             let share = open.share.clone();
             let is_dir = open.is_dir;
             let r = fs(open.identity.clone(), move || {
-                let root = share.root.as_ref().ok_or_else(|| io::Error::from_raw_os_error(libc_enoent()))?;
+                let root = share
+                    .root
+                    .as_ref()
+                    .ok_or_else(|| io::Error::from_raw_os_error(libc_enoent()))?;
                 posix::unlink(root, &path, is_dir)
             })
             .await;
             match r {
                 Ok(()) => info!(path = %open.path.display(), "deleted on close"),
-                Err(status) => warn!(path = %open.path.display(), ?status, "delete on close failed"),
+                Err(status) => {
+                    warn!(path = %open.path.display(), ?status, "delete on close failed")
+                }
             }
         }
         debug!(fid = open.fid.volatile, "closed");
@@ -150,7 +166,11 @@ impl Connection {
         let identity = user.identity.clone();
         let root_share = share.clone();
         let rel2 = rel.clone();
-        let (disp, opts, attrs) = (req.create_disposition, req.create_options, req.file_attributes);
+        let (disp, opts, attrs) = (
+            req.create_disposition,
+            req.create_options,
+            req.file_attributes,
+        );
         let trailing = parsed.trailing_slash;
         let is_root_path = parsed.components.is_empty();
         let st = self.st.clone();
@@ -160,16 +180,24 @@ impl Connection {
         let id2 = identity.clone();
         // Phase 1: find out what exists.
         let existing = fs(identity.clone(), move || {
-            let root = root_share.root.as_ref().ok_or_else(|| io::Error::from_raw_os_error(libc_enoent()))?;
+            let root = root_share
+                .root
+                .as_ref()
+                .ok_or_else(|| io::Error::from_raw_os_error(libc_enoent()))?;
             match posix::open(root, &rel2, &OpenRequest::probe()) {
                 Ok(o) => Ok(Some(o)),
                 Err(e) if e.raw_os_error() == Some(libc_enoent()) => {
                     // Distinguish a missing name from a missing parent directory.
-                    let parent = rel2.parent().map(PathBuf::from).unwrap_or_default();
+                    let parent = rel2
+                        .parent()
+                        .map(PathBuf::from)
+                        .unwrap_or_else(|| PathBuf::from("."));
                     match posix::open(root, &parent, &OpenRequest::probe()) {
                         Ok(p) if p.meta.is_dir() => Ok(None),
                         Ok(_) => Err(io::Error::from_raw_os_error(libc_enotdir())),
-                        Err(e) if e.raw_os_error() == Some(libc_enoent()) => Err(io::Error::from_raw_os_error(libc_enotdir())),
+                        Err(e) if e.raw_os_error() == Some(libc_enoent()) => {
+                            Err(io::Error::from_raw_os_error(libc_enotdir()))
+                        }
                         Err(e) => Err(e),
                     }
                 }
@@ -177,7 +205,13 @@ impl Connection {
             }
         })
         .await
-        .map_err(|s| if s == NtStatus::OBJECT_NAME_NOT_FOUND { NtStatus::OBJECT_PATH_NOT_FOUND } else { s })?;
+        .map_err(|s| {
+            if s == NtStatus::OBJECT_NAME_NOT_FOUND {
+                NtStatus::OBJECT_PATH_NOT_FOUND
+            } else {
+                s
+            }
+        })?;
 
         let open_id = self.st.next_id();
         let created = match existing {
@@ -193,14 +227,23 @@ impl Connection {
                 if trailing && !is_dir {
                     return Err(NtStatus::OBJECT_NAME_INVALID);
                 }
-                let overwrite = matches!(disp, disposition::OVERWRITE | disposition::OVERWRITE_IF | disposition::SUPERSEDE);
+                let overwrite = matches!(
+                    disp,
+                    disposition::OVERWRITE | disposition::OVERWRITE_IF | disposition::SUPERSEDE
+                );
                 match disp {
                     disposition::CREATE => return Err(NtStatus::OBJECT_NAME_COLLISION),
                     _ if overwrite && is_dir => return Err(NtStatus::INVALID_PARAMETER),
                     _ => {}
                 }
                 if max_allowed {
-                    want |= crate::fsa::security::maximal_access(identity.uid, &identity.groups, &meta, identity.uid == 0, true);
+                    want |= crate::fsa::security::maximal_access(
+                        identity.uid,
+                        &identity.groups,
+                        &meta,
+                        identity.uid == 0,
+                        true,
+                    );
                 }
                 if overwrite {
                     want |= access::FILE_WRITE_DATA;
@@ -221,15 +264,32 @@ impl Connection {
                 if opts & options::DELETE_ON_CLOSE != 0 && is_root_path {
                     return Err(NtStatus::CANNOT_DELETE);
                 }
-                let key = FileKey { dev: meta.dev, ino: meta.ino };
-                st.broker.open(key, rel.clone(), open_id, want, share_access, opts & options::DELETE_ON_CLOSE != 0)?;
+                let key = FileKey {
+                    dev: meta.dev,
+                    ino: meta.ino,
+                };
+                st.broker.open(
+                    key,
+                    rel.clone(),
+                    open_id,
+                    want,
+                    share_access,
+                    opts & options::DELETE_ON_CLOSE != 0,
+                )?;
                 let read = want & DATA_READ != 0 && !is_dir;
                 let write = want & DATA_WRITE != 0 && !is_dir;
                 let reopen = fs(id2, move || {
-                    let fd = if read || write || is_dir { posix::reopen(probe.fd.as_fd(), read || is_dir, write)? } else { probe.fd };
+                    let fd = if read || write || is_dir {
+                        posix::reopen(probe.fd.as_fd(), read || is_dir, write)?
+                    } else {
+                        probe.fd
+                    };
                     if overwrite {
                         posix::set_size(fd.as_fd(), 0)?;
-                        posix::set_attributes(fd.as_fd(), (attrs & attr::SETTABLE) | attr::ARCHIVE)?;
+                        posix::set_attributes(
+                            fd.as_fd(),
+                            (attrs & attr::SETTABLE) | attr::ARCHIVE,
+                        )?;
                     }
                     let meta = posix::stat(fd.as_fd())?;
                     Ok((fd, meta))
@@ -247,7 +307,12 @@ impl Connection {
                     disposition::OVERWRITE | disposition::OVERWRITE_IF => action::OVERWRITTEN,
                     _ => action::OPENED,
                 };
-                Created { fd, meta, action: act, access: want }
+                Created {
+                    fd,
+                    meta,
+                    action: act,
+                    access: want,
+                }
             }
             None => {
                 if matches!(disp, disposition::OPEN | disposition::OVERWRITE) {
@@ -268,47 +333,85 @@ impl Connection {
                 let root_share = share.clone();
                 let rel3 = rel.clone();
                 let o = fs(identity.clone(), move || {
-                    let root = root_share.root.as_ref().ok_or_else(|| io::Error::from_raw_os_error(libc_enoent()))?;
+                    let root = root_share
+                        .root
+                        .as_ref()
+                        .ok_or_else(|| io::Error::from_raw_os_error(libc_enoent()))?;
                     let req = OpenRequest {
                         read,
                         write,
                         append_only: false,
                         create: CreateMode::CreateNew,
                         truncate: false,
-                        directory: if dir { DirMode::MustBeDir } else { DirMode::MustNotBeDir },
+                        directory: if dir {
+                            DirMode::MustBeDir
+                        } else {
+                            DirMode::MustNotBeDir
+                        },
                         mode: if dir { 0o777 } else { 0o666 },
                         attributes: (attrs & attr::SETTABLE) | if dir { 0 } else { attr::ARCHIVE },
                     };
                     posix::open(root, &rel3, &req)
                 })
                 .await?;
-                let key = FileKey { dev: o.meta.dev, ino: o.meta.ino };
-                if let Err(s) = st.broker.open(key, rel.clone(), open_id, want, share_access, opts & options::DELETE_ON_CLOSE != 0) {
-                    return Err(s);
-                }
+                let key = FileKey {
+                    dev: o.meta.dev,
+                    ino: o.meta.ino,
+                };
+                st.broker.open(
+                    key,
+                    rel.clone(),
+                    open_id,
+                    want,
+                    share_access,
+                    opts & options::DELETE_ON_CLOSE != 0,
+                )?;
                 info!(path = %rel.display(), dir, "created");
-                Created { fd: o.fd, meta: o.meta, action: action::CREATED, access: want }
+                Created {
+                    fd: o.fd,
+                    meta: o.meta,
+                    action: action::CREATED,
+                    access: want,
+                }
             }
         };
         let meta = created.meta;
-        let fid = FileId { persistent: open_id, volatile: open_id };
+        let fid = FileId {
+            persistent: open_id,
+            volatile: open_id,
+        };
         let mut ctxs = Vec::new();
         for c in &req.contexts {
             match c.name.as_slice() {
                 b"MxAc" => {
-                    let mx = crate::fsa::security::maximal_access(identity.uid, &identity.groups, &meta, identity.uid == 0, true)
-                        & if tree_ro { access::FILE_GENERIC_READ | access::FILE_GENERIC_EXECUTE } else { u32::MAX };
+                    let mx = crate::fsa::security::maximal_access(
+                        identity.uid,
+                        &identity.groups,
+                        &meta,
+                        identity.uid == 0,
+                        true,
+                    ) & if tree_ro {
+                        access::FILE_GENERIC_READ | access::FILE_GENERIC_EXECUTE
+                    } else {
+                        u32::MAX
+                    };
                     let mut d = Vec::with_capacity(8);
                     d.extend_from_slice(&0u32.to_le_bytes());
                     d.extend_from_slice(&mx.to_le_bytes());
-                    ctxs.push(CreateContext { name: b"MxAc".to_vec(), data: d });
+                    ctxs.push(CreateContext {
+                        name: b"MxAc".to_vec(),
+                        data: d,
+                    });
                 }
                 b"QFid" => {
                     let mut d = Vec::with_capacity(32);
                     d.extend_from_slice(&meta.file_id.to_le_bytes());
                     d.extend_from_slice(&u64::from(share.serial).to_le_bytes());
                     d.extend_from_slice(&[0u8; 16]);
-                    ctxs.push(CreateContext { name: b"QFid".to_vec(), data: d });
+                    ctxs.push(CreateContext {
+                        name: b"QFid".to_vec(),
+                        data: d,
+                    });
                 }
                 _ => {}
             }
@@ -335,14 +438,23 @@ impl Connection {
                 tree_id,
                 share,
                 fd: Arc::new(created.fd),
-                key: FileKey { dev: meta.dev, ino: meta.ino },
+                key: FileKey {
+                    dev: meta.dev,
+                    ino: meta.ino,
+                },
                 path: rel,
                 smb_name: req.name.clone(),
                 is_dir: meta.is_dir(),
                 access: created.access,
                 identity,
                 position: 0,
-                mode: opts & (options::WRITE_THROUGH | options::SEQUENTIAL_ONLY | options::NO_INTERMEDIATE_BUFFERING | options::SYNCHRONOUS_IO_ALERT | options::SYNCHRONOUS_IO_NONALERT | options::DELETE_ON_CLOSE),
+                mode: opts
+                    & (options::WRITE_THROUGH
+                        | options::SEQUENTIAL_ONLY
+                        | options::NO_INTERMEDIATE_BUFFERING
+                        | options::SYNCHRONOUS_IO_ALERT
+                        | options::SYNCHRONOUS_IO_NONALERT
+                        | options::DELETE_ON_CLOSE),
                 dir: None,
             },
         );
@@ -357,7 +469,10 @@ impl Connection {
         let req = CloseRequest::decode(ctx.msg).map_err(|_| NtStatus::INVALID_PARAMETER)?;
         let fid = ctx.fid(req.file_id);
         self.open_mut(ctx, fid)?;
-        let open = self.opens.remove(&fid.volatile).ok_or(NtStatus::FILE_CLOSED)?;
+        let open = self
+            .opens
+            .remove(&fid.volatile)
+            .ok_or(NtStatus::FILE_CLOSED)?;
         ctx.related_fid = Some(fid);
         let mut resp = CloseResponse::default();
         if req.flags & 1 != 0 {
@@ -412,11 +527,18 @@ impl Connection {
             if open.access & DATA_READ == 0 {
                 return Err(NtStatus::ACCESS_DENIED);
             }
-            (open.key, open.fid.volatile, open.fd.clone(), open.identity.clone())
+            (
+                open.key,
+                open.fid.volatile,
+                open.fd.clone(),
+                open.identity.clone(),
+            )
         };
         ctx.related_fid = Some(fid);
         let (key, oid, fd, id) = broker_check;
-        self.st.broker.check_io(key, oid, req.offset, u64::from(req.length), false)?;
+        self.st
+            .broker
+            .check_io(key, oid, req.offset, u64::from(req.length), false)?;
         let (len, off) = (req.length as usize, req.offset);
         let data = fs(id, move || {
             let mut buf = vec![0u8; len];
@@ -446,7 +568,8 @@ impl Connection {
     }
 
     pub async fn write(&mut self, ctx: &mut Ctx<'_>) -> Result<Reply, NtStatus> {
-        let (req, range) = WriteRequest::decode(ctx.msg).map_err(|_| NtStatus::INVALID_PARAMETER)?;
+        let (req, range) =
+            WriteRequest::decode(ctx.msg).map_err(|_| NtStatus::INVALID_PARAMETER)?;
         let data = ctx.msg[range].to_vec();
         self.check_charge(&ctx.hdr, data.len() as u64)?;
         if data.len() > self.neg.max_write as usize {
@@ -461,17 +584,28 @@ impl Connection {
             if open.access & DATA_WRITE == 0 {
                 return Err(NtStatus::ACCESS_DENIED);
             }
-            (open.key, open.fid.volatile, open.fd.clone(), open.identity.clone())
+            (
+                open.key,
+                open.fid.volatile,
+                open.fd.clone(),
+                open.identity.clone(),
+            )
         };
         ctx.related_fid = Some(fid);
         let append = req.offset == u64::MAX;
         if !append {
-            self.st.broker.check_io(key, oid, req.offset, data.len() as u64, true)?;
+            self.st
+                .broker
+                .check_io(key, oid, req.offset, data.len() as u64, true)?;
         }
         let off = req.offset;
         let n = data.len();
         let end = fs(id, move || {
-            let start = if append { posix::stat(fd.as_fd())?.size } else { off };
+            let start = if append {
+                posix::stat(fd.as_fd())?.size
+            } else {
+                off
+            };
             let mut done = 0;
             while done < data.len() {
                 done += posix::write_at(fd.as_fd(), &data[done..], start + done as u64)?;
@@ -483,12 +617,19 @@ impl Connection {
             o.position = end;
         }
         let mut b = Reply::buf();
-        WriteResponse { count: n as u32, remaining: 0 }.encode(&mut b);
+        WriteResponse {
+            count: n as u32,
+            remaining: 0,
+        }
+        .encode(&mut b);
         Reply::ok(b)
     }
 
     pub async fn lock(&mut self, ctx: &mut Ctx<'_>) -> Result<Reply, NtStatus> {
-        use crate::wire::lock::flags::{EXCLUSIVE as LOCKFLAG_EXCLUSIVE_LOCK, FAIL_IMMEDIATELY as LOCKFLAG_FAIL_IMMEDIATELY, SHARED as LOCKFLAG_SHARED_LOCK, UNLOCK as LOCKFLAG_UNLOCK};
+        use crate::wire::lock::flags::{
+            EXCLUSIVE as LOCKFLAG_EXCLUSIVE_LOCK, FAIL_IMMEDIATELY as LOCKFLAG_FAIL_IMMEDIATELY,
+            SHARED as LOCKFLAG_SHARED_LOCK, UNLOCK as LOCKFLAG_UNLOCK,
+        };
         let req = LockRequest::decode(ctx.msg).map_err(|_| NtStatus::INVALID_PARAMETER)?;
         let fid = ctx.fid(req.file_id);
         let (key, oid) = {
@@ -496,7 +637,10 @@ impl Connection {
             (o.key, o.fid.volatile)
         };
         ctx.related_fid = Some(fid);
-        let unlocking = req.locks.first().is_some_and(|l| l.flags & LOCKFLAG_UNLOCK != 0);
+        let unlocking = req
+            .locks
+            .first()
+            .is_some_and(|l| l.flags & LOCKFLAG_UNLOCK != 0);
         let mut taken: Vec<(u64, u64)> = Vec::new();
         for l in &req.locks {
             let f = l.flags;
@@ -508,12 +652,19 @@ impl Connection {
                 }
             } else {
                 let kind = f & !LOCKFLAG_FAIL_IMMEDIATELY;
-                if kind != LOCKFLAG_SHARED_LOCK && kind != LOCKFLAG_EXCLUSIVE_LOCK {
-                    Err(NtStatus::INVALID_PARAMETER)
-                } else if req.locks.len() > 1 && f & LOCKFLAG_FAIL_IMMEDIATELY == 0 {
+                let bad_kind = kind != LOCKFLAG_SHARED_LOCK && kind != LOCKFLAG_EXCLUSIVE_LOCK;
+                // Blocking locks come one at a time (MS-SMB2 3.3.5.14).
+                let blocking_in_list = req.locks.len() > 1 && f & LOCKFLAG_FAIL_IMMEDIATELY == 0;
+                if bad_kind || blocking_in_list {
                     Err(NtStatus::INVALID_PARAMETER)
                 } else {
-                    self.st.broker.lock(key, oid, l.offset, l.length, kind == LOCKFLAG_EXCLUSIVE_LOCK)
+                    self.st.broker.lock(
+                        key,
+                        oid,
+                        l.offset,
+                        l.length,
+                        kind == LOCKFLAG_EXCLUSIVE_LOCK,
+                    )
                 }
             };
             match result {
@@ -535,7 +686,10 @@ impl Connection {
     }
 
     pub async fn ioctl(&mut self, ctx: &mut Ctx<'_>) -> Result<Reply, NtStatus> {
-        use crate::wire::ioctl::fsctl::{DFS_GET_REFERRALS as FSCTL_DFS_GET_REFERRALS, VALIDATE_NEGOTIATE_INFO as FSCTL_VALIDATE_NEGOTIATE_INFO};
+        use crate::wire::ioctl::fsctl::{
+            DFS_GET_REFERRALS as FSCTL_DFS_GET_REFERRALS,
+            VALIDATE_NEGOTIATE_INFO as FSCTL_VALIDATE_NEGOTIATE_INFO,
+        };
         use crate::wire::ioctl::{ValidateNegotiateInfoRequest, ValidateNegotiateInfoResponse};
         let req = IoctlRequest::decode(ctx.msg).map_err(|_| NtStatus::INVALID_PARAMETER)?;
         if req.flags & 1 == 0 {
@@ -548,7 +702,8 @@ impl Connection {
                     self.terminate = true;
                     return Err(NtStatus::ACCESS_DENIED);
                 }
-                let v = ValidateNegotiateInfoRequest::decode(&req.input).map_err(|_| NtStatus::INVALID_PARAMETER)?;
+                let v = ValidateNegotiateInfoRequest::decode(&req.input)
+                    .map_err(|_| NtStatus::INVALID_PARAMETER)?;
                 let ok = v.capabilities == self.neg.client_caps
                     && v.guid == self.neg.client_guid
                     && v.security_mode == self.neg.client_security_mode
@@ -627,6 +782,11 @@ fn validate_create(req: &CreateRequest) -> Result<(), NtStatus> {
         return Err(NtStatus::ACCESS_DENIED);
     }
     Ok(())
+}
+
+/// True for the share root ("" or ".").
+pub fn is_root(p: &std::path::Path) -> bool {
+    p.as_os_str().is_empty() || p == std::path::Path::new(".")
 }
 
 fn libc_enoent() -> i32 {

@@ -13,14 +13,29 @@ use tracing::{error, info, warn};
 
 /// Binds one listener. IPv6 sockets are v6-only so that "0.0.0.0" and "::" can coexist.
 fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    let family = if addr.is_ipv6() { AddressFamily::Inet6 } else { AddressFamily::Inet };
-    let fd: OwnedFd = socket::socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK, None)?;
+    let family = if addr.is_ipv6() {
+        AddressFamily::Inet6
+    } else {
+        AddressFamily::Inet
+    };
+    let fd: OwnedFd = socket::socket(
+        family,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )?;
     socket::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
     if addr.is_ipv6() {
         socket::setsockopt(&fd, sockopt::Ipv6V6Only, &true)?;
     }
-    socket::bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrStorage::from(addr))?;
-    socket::listen(&fd, socket::Backlog::new(256).unwrap_or(socket::Backlog::MAXCONN))?;
+    socket::bind(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &SockaddrStorage::from(addr),
+    )?;
+    socket::listen(
+        &fd,
+        socket::Backlog::new(256).unwrap_or(socket::Backlog::MAXCONN),
+    )?;
     TcpListener::from_std(std::net::TcpListener::from(fd))
 }
 
@@ -36,7 +51,9 @@ pub fn listen_addrs(st: &ServerState) -> Vec<SocketAddr> {
                     out.push(SocketAddr::new(ip, *port));
                 }
             }
-            Err(_) => warn!(interface = %iface, "interfaces: only IP addresses are supported; ignored"),
+            Err(_) => {
+                warn!(interface = %iface, "interfaces: only IP addresses are supported; ignored")
+            }
         }
     }
     out

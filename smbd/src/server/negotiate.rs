@@ -25,7 +25,10 @@ const SIGNING_REQUIRED: u16 = 0x0002;
 impl Connection {
     fn dialect_range(&self) -> (u16, u16) {
         let g = &self.st.config.global;
-        (g.server_min_protocol.revision(), g.server_max_protocol.revision())
+        (
+            g.server_min_protocol.revision(),
+            g.server_max_protocol.revision(),
+        )
     }
 
     fn server_security_mode(&self) -> u16 {
@@ -62,7 +65,8 @@ impl Connection {
         if self.neg.dialect != 0 {
             return Err("SMB1 negotiate after negotiation".into());
         }
-        let dialects = crate::wire::smb1::smb1_negotiate_dialects(buf).map_err(|e| format!("bad SMB1 negotiate: {e}"))?;
+        let dialects = crate::wire::smb1::smb1_negotiate_dialects(buf)
+            .map_err(|e| format!("bad SMB1 negotiate: {e}"))?;
         let (min, max) = self.dialect_range();
         let dialect = if dialects.iter().any(|d| d == "SMB 2.???") && max >= 0x0210 {
             SMB2_WILDCARD_DIALECT
@@ -74,7 +78,10 @@ impl Connection {
         if !self.credits.consume(0, 1) {
             return Err("SMB1 negotiate after message 0".into());
         }
-        info!(dialect = format_args!("{dialect:#06x}"), "SMB1 negotiate upgraded");
+        info!(
+            dialect = format_args!("{dialect:#06x}"),
+            "SMB1 negotiate upgraded"
+        );
         let resp = self.base_response(dialect);
         if dialect == 0x0202 {
             self.set_negotiated(dialect, [0; 16], 0, 0, vec![0x0202], None, None);
@@ -148,16 +155,22 @@ impl Connection {
             let mut have_preauth = false;
             for c in &req.contexts {
                 match c {
-                    NegotiateContext::PreauthIntegrity { hash_algorithms, .. } => {
+                    NegotiateContext::PreauthIntegrity {
+                        hash_algorithms, ..
+                    } => {
                         if !hash_algorithms.contains(&neg::HASH_ALGORITHM_SHA512) {
                             return Err(NtStatus::NOT_SUPPORTED);
                         }
                         have_preauth = true;
                     }
                     NegotiateContext::Signing { algorithms } => {
-                        signing = [neg::SIGNING_AES_GMAC, neg::SIGNING_AES_CMAC, neg::SIGNING_HMAC_SHA256]
-                            .into_iter()
-                            .find(|a| algorithms.contains(a));
+                        signing = [
+                            neg::SIGNING_AES_GMAC,
+                            neg::SIGNING_AES_CMAC,
+                            neg::SIGNING_HMAC_SHA256,
+                        ]
+                        .into_iter()
+                        .find(|a| algorithms.contains(a));
                     }
                     _ => {}
                 }
@@ -170,7 +183,9 @@ impl Connection {
                 salt: rand::random::<[u8; 32]>().to_vec(),
             });
             if let Some(a) = signing {
-                resp.contexts.push(NegotiateContext::Signing { algorithms: vec![a] });
+                resp.contexts.push(NegotiateContext::Signing {
+                    algorithms: vec![a],
+                });
             }
         }
         let signing = signing.and_then(SigningAlgorithm::from_negotiate_id);
@@ -193,7 +208,13 @@ impl Connection {
     }
 
     /// Called with the finished response bytes of NEGOTIATE/SESSION_SETUP, for the 3.1.1 preauth hash.
-    pub fn note_response(&mut self, cmd: Option<Command>, status: NtStatus, session_id: u64, bytes: &[u8]) {
+    pub fn note_response(
+        &mut self,
+        cmd: Option<Command>,
+        status: NtStatus,
+        session_id: u64,
+        bytes: &[u8],
+    ) {
         if self.neg.dialect != 0x0311 {
             return;
         }
@@ -217,19 +238,27 @@ impl Connection {
         let sid = if ctx.hdr.session_id == 0 {
             let id = self.st.next_id();
             let ntlm = NtlmServer::new(self.st.target.clone());
-            self.sessions.insert(id, Session::new(id, ntlm, self.preauth.clone()));
+            self.sessions
+                .insert(id, Session::new(id, ntlm, self.preauth.clone()));
             id
         } else {
-            let sess = self.sessions.get_mut(&ctx.hdr.session_id).ok_or(NtStatus::USER_SESSION_DELETED)?;
+            let sess = self
+                .sessions
+                .get_mut(&ctx.hdr.session_id)
+                .ok_or(NtStatus::USER_SESSION_DELETED)?;
             if sess.is_valid() {
                 // Reauthentication: a fresh exchange on the same session.
-                sess.state = SessionState::InProgress(Box::new(NtlmServer::new(self.st.target.clone())));
+                sess.state =
+                    SessionState::InProgress(Box::new(NtlmServer::new(self.st.target.clone())));
             }
             ctx.hdr.session_id
         };
         let dialect = self.neg.dialect;
         let st = self.st.clone();
-        let sess = self.sessions.get_mut(&sid).ok_or(NtStatus::USER_SESSION_DELETED)?;
+        let sess = self
+            .sessions
+            .get_mut(&sid)
+            .ok_or(NtStatus::USER_SESSION_DELETED)?;
         if dialect == 0x0311 {
             sess.preauth.update(ctx.msg);
         }
@@ -265,7 +294,10 @@ impl Connection {
                         }
                     }
                 };
-                let sess = self.sessions.get_mut(&sid).ok_or(NtStatus::USER_SESSION_DELETED)?;
+                let sess = self
+                    .sessions
+                    .get_mut(&sid)
+                    .ok_or(NtStatus::USER_SESSION_DELETED)?;
                 if !outcome.anonymous {
                     let preauth = (dialect == 0x0311).then(|| *sess.preauth.value());
                     sess.keys = Some(crypto::derive_session_keys(
@@ -274,8 +306,9 @@ impl Connection {
                         preauth.as_ref(),
                         self.neg.cipher,
                     ));
-                    sess.signing_required = matches!(self.st.config.global.server_signing, Signing::Mandatory)
-                        || u16::from(req.security_mode) & SIGNING_REQUIRED != 0;
+                    sess.signing_required =
+                        matches!(self.st.config.global.server_signing, Signing::Mandatory)
+                            || u16::from(req.security_mode) & SIGNING_REQUIRED != 0;
                 }
                 info!(user = %user.name, domain = %outcome.domain, sid, anonymous = outcome.anonymous, "session established");
                 sess.user = Some(user);
@@ -287,7 +320,11 @@ impl Connection {
                 .encode(&mut b);
                 Reply::ok(b)
             }
-            AuthStep::Failed { status, user, domain } => {
+            AuthStep::Failed {
+                status,
+                user,
+                domain,
+            } => {
                 let name = user.unwrap_or_default();
                 if status == NtStatus::LOGON_FAILURE
                     && !name.is_empty()
@@ -295,7 +332,10 @@ impl Connection {
                     && self.user_unknown(&name)
                 {
                     let guest = self.guest_user(&name, false)?;
-                    let sess = self.sessions.get_mut(&sid).ok_or(NtStatus::USER_SESSION_DELETED)?;
+                    let sess = self
+                        .sessions
+                        .get_mut(&sid)
+                        .ok_or(NtStatus::USER_SESSION_DELETED)?;
                     info!(user = %name, "unknown user mapped to guest");
                     sess.user = Some(guest);
                     sess.state = SessionState::Valid;
@@ -325,9 +365,12 @@ impl Connection {
     fn map_user(&self, name: &str, domain: &str) -> Result<User, NtStatus> {
         let rec = {
             let db = self.st.users.lock().map_err(|_| NtStatus::INTERNAL_ERROR)?;
-            db.lookup(name).map_err(|_| NtStatus::INTERNAL_ERROR)?.ok_or(NtStatus::LOGON_FAILURE)?
+            db.lookup(name)
+                .map_err(|_| NtStatus::INTERNAL_ERROR)?
+                .ok_or(NtStatus::LOGON_FAILURE)?
         };
-        let acct = crate::userdb::resolve_unix_user(&rec.unix_user).map_err(|_| NtStatus::LOGON_FAILURE)?;
+        let acct = crate::userdb::resolve_unix_user(&rec.unix_user)
+            .map_err(|_| NtStatus::LOGON_FAILURE)?;
         Ok(User {
             name: rec.name,
             domain: domain.to_string(),

@@ -5,7 +5,7 @@ use super::files::{fs, DirCursor};
 use crate::fsa::dirent::{dir_class_supported, DirEncoder};
 use crate::fsa::fsinfo::{query_fs_info, VolumeView};
 use crate::fsa::info::{query_file_info, OpenView};
-use crate::fsa::setinfo::{decode_set_file_info, SetFileInfo};
+use crate::fsa::setinfo::{decode_set_file_info, SetFileInfo, TimeUpdate};
 use crate::fsa::types::{access, attr, FileMeta};
 use crate::fsa::{names, security, wildcard};
 use crate::posix;
@@ -14,7 +14,6 @@ use crate::wire::query_dir::{QueryDirectoryRequest, QueryDirectoryResponse};
 use crate::wire::NtStatus;
 use bytes::BufMut;
 use std::os::fd::AsFd;
-use std::path::PathBuf;
 use tracing::info;
 
 const INFO_FILE: u8 = 1;
@@ -27,7 +26,8 @@ const REOPEN: u8 = 0x10;
 
 impl Connection {
     pub async fn query_directory(&mut self, ctx: &mut Ctx<'_>) -> Result<Reply, NtStatus> {
-        let req = QueryDirectoryRequest::decode(ctx.msg).map_err(|_| NtStatus::INVALID_PARAMETER)?;
+        let req =
+            QueryDirectoryRequest::decode(ctx.msg).map_err(|_| NtStatus::INVALID_PARAMETER)?;
         let fid = ctx.fid(req.file_id);
         let max_transact = self.neg.max_transact;
         self.check_charge(&ctx.hdr, u64::from(req.output_buffer_length))?;
@@ -48,13 +48,17 @@ impl Connection {
         let restart = req.flags & (RESTART_SCANS | REOPEN) != 0 || open.dir.is_none();
         let _ = INDEX_SPECIFIED;
         if restart {
-            let pattern = if req.pattern.is_empty() { "*".to_string() } else { req.pattern.clone() };
+            let pattern = if req.pattern.is_empty() {
+                "*".to_string()
+            } else {
+                req.pattern.clone()
+            };
             if pattern.contains('\\') {
                 return Err(NtStatus::OBJECT_NAME_INVALID);
             }
             let (fd, id) = (open.fd.clone(), open.identity.clone());
             let root_meta_share = open.share.clone();
-            let is_root = open.path.as_os_str().is_empty();
+            let is_root = super::files::is_root(&open.path);
             let entries = fs(id, move || {
                 let mut list = posix::read_dir(fd.as_fd())?;
                 if is_root {
@@ -81,7 +85,11 @@ impl Connection {
             });
         }
         let cursor = open.dir.as_mut().ok_or(NtStatus::INTERNAL_ERROR)?;
-        let mut enc = DirEncoder::new(req.file_information_class, req.output_buffer_length as usize);
+        let mut enc = DirEncoder::new(
+            req.file_information_class,
+            req.output_buffer_length as usize,
+        )
+        .ok_or(NtStatus::INVALID_INFO_CLASS)?;
         let start = cursor.next;
         while let Some((name, meta)) = cursor.entries.get(cursor.next) {
             if !enc.push(name, meta, cursor.next as u32) {
@@ -102,7 +110,10 @@ impl Connection {
             });
         }
         let mut b = Reply::buf();
-        QueryDirectoryResponse { buffer: enc.finish() }.encode(&mut b);
+        QueryDirectoryResponse {
+            buffer: enc.finish(),
+        }
+        .encode(&mut b);
         Reply::ok(b)
     }
 
@@ -115,7 +126,9 @@ impl Connection {
         let fid = ctx.fid(req.file_id);
         let broker = &self.st.broker;
         let open = self.opens.get(&fid.volatile).filter(|o| {
-            o.fid.persistent == fid.persistent && o.session_id == ctx.hdr.session_id && o.tree_id == ctx.hdr.tree_id()
+            o.fid.persistent == fid.persistent
+                && o.session_id == ctx.hdr.session_id
+                && o.tree_id == ctx.hdr.tree_id()
         });
         let open = open.ok_or(NtStatus::FILE_CLOSED)?;
         ctx.related_fid = Some(fid);
@@ -123,7 +136,9 @@ impl Connection {
         let max = req.output_buffer_length as usize;
         let (data, overflow) = match req.info_type {
             INFO_FILE => {
-                if needs_read_attributes(req.file_info_class) && open.access & access::FILE_READ_ATTRIBUTES == 0 {
+                if needs_read_attributes(req.file_info_class)
+                    && open.access & access::FILE_READ_ATTRIBUTES == 0
+                {
                     return Err(NtStatus::ACCESS_DENIED);
                 }
                 let meta = fs(id, move || posix::stat(fd.as_fd())).await?;
@@ -135,13 +150,17 @@ impl Connection {
                     access: open.access,
                     delete_pending: broker.delete_pending(open.key),
                     ea_size: 0,
+                    volume_serial: u64::from(open.share.serial),
                 };
                 query_file_info(req.file_info_class, &view, max)?
             }
             INFO_FILESYSTEM => {
                 let serial = open.share.serial;
                 let label = open.share.name.clone();
-                let (stats, root_meta) = fs(id, move || Ok((posix::fs_stats(fd.as_fd())?, posix::stat(fd.as_fd())?))).await?;
+                let (stats, root_meta) = fs(id, move || {
+                    Ok((posix::fs_stats(fd.as_fd())?, posix::stat(fd.as_fd())?))
+                })
+                .await?;
                 let view = VolumeView {
                     label,
                     serial,
@@ -161,7 +180,13 @@ impl Connection {
                     return Err(NtStatus::ACCESS_DENIED);
                 }
                 let meta = fs(id, move || posix::stat(fd.as_fd())).await?;
-                let sd = security::sd_from_mode(meta.uid, meta.gid, meta.mode, meta.is_dir(), req.additional_information);
+                let sd = security::sd_from_mode(
+                    meta.uid,
+                    meta.gid,
+                    meta.mode,
+                    meta.is_dir(),
+                    req.additional_information,
+                );
                 if sd.len() > max {
                     // The client learns the size it needs (MS-SMB2 3.3.5.20.3).
                     let mut b = Reply::buf();
@@ -178,7 +203,14 @@ impl Connection {
         };
         let mut b = Reply::buf();
         QueryInfoResponse { buffer: data }.encode(&mut b);
-        Reply::with_status(if overflow { NtStatus::BUFFER_OVERFLOW } else { NtStatus::SUCCESS }, b)
+        Reply::with_status(
+            if overflow {
+                NtStatus::BUFFER_OVERFLOW
+            } else {
+                NtStatus::SUCCESS
+            },
+            b,
+        )
     }
 
     pub async fn set_info(&mut self, ctx: &mut Ctx<'_>) -> Result<Reply, NtStatus> {
@@ -197,32 +229,39 @@ impl Connection {
                 let info = decode_set_file_info(req.file_info_class, &req.buffer)?;
                 match info {
                     SetFileInfo::Basic {
-                        creation_time,
-                        last_access_time,
-                        last_write_time,
-                        change_time,
-                        file_attributes,
+                        creation,
+                        last_access,
+                        last_write,
+                        change,
+                        attributes,
                     } => {
                         if open.access & access::FILE_WRITE_ATTRIBUTES == 0 {
                             return Err(NtStatus::ACCESS_DENIED);
                         }
                         let is_dir = open.is_dir;
-                        if file_attributes & attr::DIRECTORY != 0 && !is_dir {
+                        if attributes.is_some_and(|a| a & attr::DIRECTORY != 0) && !is_dir {
                             return Err(NtStatus::INVALID_PARAMETER);
                         }
-                        let t = |v: i64| (v > 0).then_some(v as u64);
-                        let (c, a, w, ch) = (t(creation_time), t(last_access_time), t(last_write_time), t(change_time));
+                        let t = |v: TimeUpdate| match v {
+                            TimeUpdate::Set(t) => Some(t),
+                            _ => None,
+                        };
+                        let (c, a, w, ch) = (t(creation), t(last_access), t(last_write), t(change));
                         fs(id, move || {
                             posix::set_times(fd.as_fd(), c, a, w, ch)?;
-                            if file_attributes != 0 {
-                                posix::set_attributes(fd.as_fd(), file_attributes & attr::SETTABLE)?;
+                            if let Some(attrs) = attributes {
+                                posix::set_attributes(fd.as_fd(), attrs & attr::SETTABLE)?;
                             }
                             Ok(())
                         })
                         .await?;
                     }
-                    SetFileInfo::Disposition { delete } => self.set_disposition(ctx, fid, delete).await?,
-                    SetFileInfo::DispositionEx { flags } => self.set_disposition(ctx, fid, flags & 1 != 0).await?,
+                    SetFileInfo::Disposition { delete } => {
+                        self.set_disposition(ctx, fid, delete).await?
+                    }
+                    SetFileInfo::DispositionEx { flags } => {
+                        self.set_disposition(ctx, fid, flags & 1 != 0).await?
+                    }
                     SetFileInfo::Position(p) => open.position = p,
                     SetFileInfo::Mode(m) => open.mode = m,
                     SetFileInfo::EndOfFile(size) => {
@@ -251,7 +290,9 @@ impl Connection {
                         })
                         .await?;
                     }
-                    SetFileInfo::Rename { replace, name, .. } => self.rename(ctx, fid, replace, &name).await?,
+                    SetFileInfo::Rename { replace, name, .. } => {
+                        self.rename(ctx, fid, replace, &name).await?
+                    }
                     SetFileInfo::Link { .. } => return Err(NtStatus::NOT_SUPPORTED),
                     SetFileInfo::ValidDataLength(_) => return Err(NtStatus::NOT_SUPPORTED),
                 }
@@ -286,17 +327,29 @@ impl Connection {
         Reply::ok(b)
     }
 
-    async fn set_disposition(&mut self, ctx: &Ctx<'_>, fid: crate::wire::FileId, delete: bool) -> Result<(), NtStatus> {
+    async fn set_disposition(
+        &mut self,
+        ctx: &Ctx<'_>,
+        fid: crate::wire::FileId,
+        delete: bool,
+    ) -> Result<(), NtStatus> {
         let open = self.open_mut(ctx, fid)?;
         if open.access & access::DELETE == 0 {
             return Err(NtStatus::ACCESS_DENIED);
         }
-        let (fd, id, is_dir, key) = (open.fd.clone(), open.identity.clone(), open.is_dir, open.key);
+        let (fd, id, is_dir, key) = (
+            open.fd.clone(),
+            open.identity.clone(),
+            open.is_dir,
+            open.key,
+        );
         if delete {
             let (meta, empty) = fs(id, move || {
                 let m = posix::stat(fd.as_fd())?;
                 let empty = if m.is_dir() {
-                    posix::read_dir(fd.as_fd())?.iter().all(|e| e.name == "." || e.name == "..")
+                    posix::read_dir(fd.as_fd())?
+                        .iter()
+                        .all(|e| e.name == "." || e.name == "..")
                 } else {
                     true
                 };
@@ -309,7 +362,7 @@ impl Connection {
             if is_dir && !empty {
                 return Err(NtStatus::DIRECTORY_NOT_EMPTY);
             }
-            if open.path.as_os_str().is_empty() {
+            if super::files::is_root(&open.path) {
                 return Err(NtStatus::CANNOT_DELETE);
             }
         }
@@ -317,7 +370,13 @@ impl Connection {
         Ok(())
     }
 
-    async fn rename(&mut self, ctx: &Ctx<'_>, fid: crate::wire::FileId, replace: bool, name: &str) -> Result<(), NtStatus> {
+    async fn rename(
+        &mut self,
+        ctx: &Ctx<'_>,
+        fid: crate::wire::FileId,
+        replace: bool,
+        name: &str,
+    ) -> Result<(), NtStatus> {
         let st = self.st.clone();
         let open = self.open_mut(ctx, fid)?;
         if open.access & access::DELETE == 0 {
@@ -328,8 +387,11 @@ impl Connection {
             return Err(NtStatus::NOT_SUPPORTED);
         }
         let to = names::components_to_unix(&target.components);
-        let from = st.broker.path(open.key).unwrap_or_else(|| open.path.clone());
-        if to.as_os_str().is_empty() || from.as_os_str().is_empty() {
+        let from = st
+            .broker
+            .path(open.key)
+            .unwrap_or_else(|| open.path.clone());
+        if super::files::is_root(&to) || super::files::is_root(&from) {
             return Err(NtStatus::ACCESS_DENIED);
         }
         if open.is_dir && st.broker.has_open_below(&from) {
@@ -339,15 +401,25 @@ impl Connection {
         let (id, from2, to2) = (open.identity.clone(), from.clone(), to.clone());
         let st2 = st.clone();
         fs(id, move || {
-            let root = share.root.as_ref().ok_or_else(|| std::io::Error::from_raw_os_error(2))?;
+            let root = share
+                .root
+                .as_ref()
+                .ok_or_else(|| std::io::Error::from_raw_os_error(2))?;
             if from2 != to2 && !same_ignoring_case(&from2, &to2) {
                 if let Ok(t) = posix::open(root, &to2, &posix::OpenRequest::probe()) {
                     if !replace {
-                        return Err(std::io::Error::from_raw_os_error(nix::errno::Errno::EEXIST as i32));
+                        return Err(std::io::Error::from_raw_os_error(
+                            nix::errno::Errno::EEXIST as i32,
+                        ));
                     }
-                    let key = crate::fsa::broker::FileKey { dev: t.meta.dev, ino: t.meta.ino };
+                    let key = crate::fsa::broker::FileKey {
+                        dev: t.meta.dev,
+                        ino: t.meta.ino,
+                    };
                     if t.meta.is_dir() || st2.broker.open_count(key) > 0 {
-                        return Err(std::io::Error::from_raw_os_error(nix::errno::Errno::EACCES as i32));
+                        return Err(std::io::Error::from_raw_os_error(
+                            nix::errno::Errno::EACCES as i32,
+                        ));
                     }
                 }
             }
@@ -362,7 +434,7 @@ impl Connection {
     }
 }
 
-fn same_ignoring_case(a: &PathBuf, b: &PathBuf) -> bool {
+fn same_ignoring_case(a: &std::path::Path, b: &std::path::Path) -> bool {
     a.to_string_lossy().to_lowercase() == b.to_string_lossy().to_lowercase()
 }
 

@@ -46,8 +46,12 @@ impl ServerState {
         let users = UserDb::open(&state_dir).map_err(|e| io::Error::other(e.to_string()))?;
         let mut shares = Vec::new();
         for sc in &config.shares {
-            let root = ShareRoot::open(&sc.path)
-                .map_err(|e| io::Error::new(e.kind(), format!("share [{}] path {}: {e}", sc.name, sc.path.display())))?;
+            let root = ShareRoot::open(&sc.path).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("share [{}] path {}: {e}", sc.name, sc.path.display()),
+                )
+            })?;
             shares.push(Arc::new(Share {
                 name: sc.name.clone(),
                 conf: Some(sc.clone()),
@@ -87,7 +91,10 @@ impl ServerState {
 
     /// Finds a share by name, case-insensitively.
     pub fn share(&self, name: &str) -> Option<Arc<Share>> {
-        self.shares.iter().find(|s| s.name.eq_ignore_ascii_case(name)).cloned()
+        self.shares
+            .iter()
+            .find(|s| s.name.eq_ignore_ascii_case(name))
+            .cloned()
     }
 }
 

@@ -29,7 +29,10 @@ impl Connection {
             warn!(share = %name, "tree connect to unknown share");
             NtStatus::BAD_NETWORK_NAME
         })?;
-        let sess = self.sessions.get_mut(&ctx.hdr.session_id).ok_or(NtStatus::USER_SESSION_DELETED)?;
+        let sess = self
+            .sessions
+            .get_mut(&ctx.hdr.session_id)
+            .ok_or(NtStatus::USER_SESSION_DELETED)?;
         let user = sess.user.clone().ok_or(NtStatus::ACCESS_DENIED)?;
         let (share_type, read_only) = match &share.conf {
             None => (SHARE_TYPE_PIPE, false),
@@ -39,7 +42,10 @@ impl Connection {
                     return Err(NtStatus::ACCESS_DENIED);
                 }
                 if !conf.valid_users.is_empty()
-                    && !conf.valid_users.iter().any(|u| u.eq_ignore_ascii_case(&user.name))
+                    && !conf
+                        .valid_users
+                        .iter()
+                        .any(|u| u.eq_ignore_ascii_case(&user.name))
                 {
                     warn!(share = %name, user = %user.name, "user not in valid users");
                     return Err(NtStatus::ACCESS_DENIED);
@@ -47,7 +53,11 @@ impl Connection {
                 (SHARE_TYPE_DISK, conf.read_only)
             }
         };
-        let maximal = if read_only { READ_ONLY_ACCESS } else { FULL_ACCESS };
+        let maximal = if read_only {
+            READ_ONLY_ACCESS
+        } else {
+            FULL_ACCESS
+        };
         let tid = sess.add_tree(share.clone(), read_only, maximal);
         info!(share = %share.name, tid, user = %user.name, "tree connected");
         let mut b = Reply::buf();
@@ -66,7 +76,8 @@ impl Connection {
         TreeDisconnectRequest::decode(ctx.msg).map_err(|_| NtStatus::INVALID_PARAMETER)?;
         let (sid, tid) = (ctx.hdr.session_id, ctx.hdr.tree_id());
         self.tree(ctx)?;
-        self.close_opens_where(|o| o.session_id == sid && o.tree_id == tid).await;
+        self.close_opens_where(|o| o.session_id == sid && o.tree_id == tid)
+            .await;
         if let Some(s) = self.sessions.get_mut(&sid) {
             s.trees.remove(&tid);
         }
