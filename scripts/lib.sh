@@ -43,7 +43,9 @@ python_bin() {
 deps_present() {
   local py
   py=$(python_bin)
-  command -v smbclient >/dev/null 2>&1 &&
+  command -v cc >/dev/null 2>&1 &&
+    command -v pkg-config >/dev/null 2>&1 &&
+    command -v smbclient >/dev/null 2>&1 &&
     command -v smbtorture >/dev/null 2>&1 &&
     command -v smbd >/dev/null 2>&1 &&
     command -v smbpasswd >/dev/null 2>&1 &&
@@ -153,4 +155,19 @@ anchor_dir() {
     fi
   done
   return 1
+}
+
+# ensure_cargo: put cargo on PATH (sudo drops ~/.cargo/bin from PATH).
+ensure_cargo() {
+  command -v cargo >/dev/null 2>&1 && return 0
+  local d
+  for d in "${CARGO_HOME:-}/bin" "$HOME/.cargo/bin" /root/.cargo/bin \
+    "$(getent passwd "${SUDO_USER:-root}" | cut -d: -f6)/.cargo/bin"; do
+    if [ -x "$d/cargo" ]; then
+      PATH=$d:$PATH
+      export PATH
+      return 0
+    fi
+  done
+  die "cargo not found (install Rust with rustup first)"
 }

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Holdfast's full check (README command #2; what .ci/run runs):
+#   test deps -> cargo fmt -> clippy -> release build -> cargo test (unit + integration)
+#   -> smbtorture conformance list -> fuzz smoke (if fuzz/ exists).
+# Fails fast at the first failing section.
+#
+# Environment: TORTURE_LIST [tests/smbtorture/default.list]   FUZZ_SECONDS [20] per fuzz target
+#   HOLDFAST_SKIP_PEERS=1 lets integration tests skip when smbclient/smbprotocol are missing
+#   SKIP_INSTALL=1 does not try to install missing dependencies
+#   SKIP_LINT=1 skips fmt and clippy (local use only; CI runs everything)
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+. "$(dirname "$0")/lib.sh"
+cd "$REPO_ROOT"
+
+T0=$(date +%s)
+CURRENT=""
+on_exit() {
+  local rc=$?
+  if [ "$rc" != 0 ] && [ -n "$CURRENT" ]; then
+    printf '\n[holdfast] FAILED in section "%s" (exit %s) after %ss\n' "$CURRENT" "$rc" "$(($(date +%s) - T0))" >&2
+  fi
+}
+trap on_exit EXIT
+
+section() {
+  CURRENT=$1
+  banner "$1"
+}
+
+section "dependencies"
+if [ "${SKIP_INSTALL:-0}" = 1 ]; then
+  info "SKIP_INSTALL=1: not installing anything"
+else
+  install_deps
+fi
+ensure_cargo
+cargo --version
+if command -v smbtorture >/dev/null 2>&1; then smbtorture --version 2>/dev/null | head -1; fi
+
+if [ "${SKIP_LINT:-0}" = 1 ]; then
+  info "SKIP_LINT=1: fmt and clippy skipped"
+else
+  section "cargo fmt --all -- --check"
+  cargo fmt --all -- --check
+
+  section "cargo clippy --workspace --all-targets -- -D warnings"
+  cargo clippy --workspace --all-targets -- -D warnings
+fi
+
+section "cargo build --release --workspace"
+cargo build --release --workspace
+
+section "cargo test --workspace --release"
+HOLDFAST_BIN_DIR=$REPO_ROOT/target/release
+export HOLDFAST_BIN_DIR
+cargo test --workspace --release --no-fail-fast
+
+section "smbtorture conformance list"
+"$REPO_ROOT/scripts/torture-list.sh" "${TORTURE_LIST:-$REPO_ROOT/tests/smbtorture/default.list}"
+
+section "fuzz smoke"
+if [ -f "$REPO_ROOT/fuzz/Cargo.toml" ]; then
+  if ! cargo fuzz --version >/dev/null 2>&1; then
+    info "installing cargo-fuzz"
+    cargo install --locked cargo-fuzz
+  fi
+  # cargo-fuzz needs nightly -Z flags; the machine has one stable toolchain.
+  export RUSTC_BOOTSTRAP=1
+  mapfile -t targets < <(cd "$REPO_ROOT/fuzz" && cargo fuzz list)
+  for t in "${targets[@]}"; do
+    info "fuzz target $t for ${FUZZ_SECONDS:-20}s"
+    (cd "$REPO_ROOT/fuzz" && timeout $((${FUZZ_SECONDS:-20} + 600)) \
+      cargo fuzz run "$t" -- -max_total_time="${FUZZ_SECONDS:-20}")
+  done
+  info "fuzz smoke: ${#targets[@]} targets ok"
+else
+  info "no fuzz/ directory: skipped"
+fi
+
+CURRENT=""
+banner "all sections passed in $(($(date +%s) - T0))s"
