@@ -95,7 +95,7 @@ printf '%s\n' "$check_out" >"$BASE/log/check.out"
 
 for u in smbtest smbtest2; do
   "$CTL" --config "$CONF" user del "$u" >/dev/null 2>&1 || true
-  printf 'Test123!\n' | "$CTL" --config "$CONF" user add "$u" --unix-user "$u" --password-stdin \
+  "$CTL" --config "$CONF" user add "$u" --unix-user "$u" --password-stdin <<<'Test123!' \
     || die "holdfastctl user add $u failed"
 done
 

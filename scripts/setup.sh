@@ -121,7 +121,7 @@ else
   if [ "$have_user" = 1 ]; then
     "$CTL" --config "$CONF" user del holdfast
   fi
-  printf '%s\n' "$PASSWORD" | "$CTL" --config "$CONF" user add holdfast --unix-user holdfast --password-stdin
+  "$CTL" --config "$CONF" user add holdfast --unix-user holdfast --password-stdin <<<"$PASSWORD"
   (umask 077 && printf '%s\n' "$PASSWORD" >"$PWFILE")
 fi
 port=$(sed -n 's/^[[:space:]]*smb ports[[:space:]]*=[[:space:]]*\([0-9]*\).*/\1/p' "$CONF" | head -n 1)
