@@ -15,8 +15,10 @@ cd "$REPO_ROOT"
 
 T0=$(date +%s)
 CURRENT=""
+CT_LOG="" TT_LOG=""
 on_exit() {
   local rc=$?
+  rm -f "$CT_LOG" "$TT_LOG"
   if [ "$rc" != 0 ] && [ -n "$CURRENT" ]; then
     printf '\n[holdfast] FAILED in section "%s" (exit %s) after %ss\n' "$CURRENT" "$rc" "$(($(date +%s) - T0))" >&2
   fi
@@ -54,10 +56,12 @@ cargo build --release --workspace
 section "cargo test --workspace --release"
 HOLDFAST_BIN_DIR=$REPO_ROOT/target/release
 export HOLDFAST_BIN_DIR
-cargo test --workspace --release --no-fail-fast
+CT_LOG=$(mktemp /tmp/holdfast-cargo-test.XXXXXX)
+TT_LOG=$(mktemp /tmp/holdfast-torture-out.XXXXXX)
+cargo test --workspace --release --no-fail-fast 2>&1 | tee "$CT_LOG"
 
 section "smbtorture conformance list"
-"$REPO_ROOT/scripts/torture-list.sh" "${TORTURE_LIST:-$REPO_ROOT/tests/smbtorture/default.list}"
+"$REPO_ROOT/scripts/torture-list.sh" "${TORTURE_LIST:-$REPO_ROOT/tests/smbtorture/default.list}" 2>&1 | tee "$TT_LOG"
 
 section "fuzz smoke"
 if [ -f "$REPO_ROOT/fuzz/Cargo.toml" ]; then
@@ -80,3 +84,10 @@ fi
 
 CURRENT=""
 banner "all sections passed in $(($(date +%s) - T0))s"
+# Overall count: cargo test results plus the smbtorture list.
+read -r ct_pass ct_fail < <(sed -n 's/^test result: [a-zA-Z]*\. \([0-9]*\) passed; \([0-9]*\) failed.*/\1 \2/p' "$CT_LOG" |
+  awk '{p += $1; f += $2} END {print p + 0, f + 0}')
+read -r tt_pass tt_fail < <(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' "$TT_LOG" | tail -n 1 |
+  awk '{print $1 + 0, $2 + 0} END {if (NR == 0) print 0, 0}')
+echo "cargo test: $ct_pass passed, $ct_fail failed; smbtorture: $tt_pass passed, $tt_fail failed"
+echo "total: $((ct_pass + tt_pass)) passed, $((ct_fail + tt_fail)) failed"
