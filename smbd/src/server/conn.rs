@@ -96,6 +96,8 @@ pub struct Connection {
     pub terminate: bool,
     /// Sessions logged off in the current chain, dropped once their responses are signed.
     pub logged_off: Vec<u64>,
+    /// Session whose key decrypted the chain being processed.
+    pub encrypted_chain: Option<u64>,
 }
 
 impl Connection {
@@ -111,6 +113,7 @@ impl Connection {
             opens: HashMap::new(),
             terminate: false,
             logged_off: Vec::new(),
+            encrypted_chain: None,
         }
     }
 
@@ -195,11 +198,55 @@ impl Connection {
         match buf.get(0..4) {
             Some(p) if p == header::SMB1_PROTOCOL_ID => self.smb1_negotiate(&buf).map(Some),
             Some(p) if p == header::PROTOCOL_ID => self.process_chain(&buf).await,
-            Some(p) if p == header::TRANSFORM_PROTOCOL_ID => {
-                Err("encrypted message not supported yet".into())
-            }
+            Some(p) if p == header::TRANSFORM_PROTOCOL_ID => self.process_encrypted(&buf).await,
             _ => Err("unknown protocol id".into()),
         }
+    }
+
+    /// Decrypts a transform message, processes the chain inside, and encrypts the answer.
+    async fn process_encrypted(&mut self, buf: &[u8]) -> Result<Option<BytesMut>, String> {
+        let cipher = self
+            .neg
+            .cipher
+            .ok_or("encrypted message without a negotiated cipher")?;
+        let sid = crypto::transform_session_id(buf).ok_or("truncated transform header")?;
+        let key = self
+            .sessions
+            .get(&sid)
+            .and_then(|s| s.keys.as_ref())
+            .map(|k| k.decrypt_client_out.clone())
+            .filter(|k| !k.is_empty())
+            .ok_or_else(|| format!("encrypted message for unknown session {sid:#x}"))?;
+        let (_, plain) = crypto::decrypt_message(cipher, &key, buf)
+            .map_err(|e| format!("decryption failed: {e:?}"))?;
+        if plain.get(0..4) != Some(&header::PROTOCOL_ID[..]) {
+            return Err("decrypted payload is not SMB2".into());
+        }
+        self.encrypted_chain = Some(sid);
+        let out = self.process_chain(&plain).await;
+        self.encrypted_chain = None;
+        match out? {
+            Some(resp) => self.encrypt_for(sid, &resp).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Wraps a response chain in a transform header with the session's key.
+    pub fn encrypt_for(&mut self, sid: u64, plain: &[u8]) -> Result<BytesMut, String> {
+        let cipher = self.neg.cipher.ok_or("no cipher")?;
+        let sess = self
+            .sessions
+            .get_mut(&sid)
+            .ok_or("session gone before its encrypted reply")?;
+        let key = sess
+            .keys
+            .as_ref()
+            .map(|k| k.encrypt_server_out.clone())
+            .ok_or("no encryption key")?;
+        let nonce = sess.next_nonce(cipher.nonce_len());
+        Ok(BytesMut::from(
+            &crypto::encrypt_message(cipher, &key, sid, &nonce, plain)[..],
+        ))
     }
 
     /// Processes a chain of (possibly compounded) SMB2 requests.
@@ -309,12 +356,19 @@ impl Connection {
     /// Verifies a request's signature, and that a session requiring signing got one.
     fn check_signature(&self, hdr: &Header, msg: &[u8]) -> Result<(), NtStatus> {
         let cmd = hdr.cmd();
-        if matches!(cmd, Some(Command::Negotiate)) {
+        if matches!(cmd, Some(Command::Negotiate)) || self.encrypted_chain.is_some() {
             return Ok(());
         }
         let Some(sess) = self.sessions.get(&hdr.session_id) else {
             return Ok(());
         };
+        if sess.encrypt_data && sess.is_valid() && !matches!(cmd, Some(Command::SessionSetup)) {
+            warn!(
+                mid = hdr.message_id,
+                "unencrypted request on a session that requires encryption"
+            );
+            return Err(NtStatus::ACCESS_DENIED);
+        }
         if hdr.is_signed() {
             let (Some(key), Some(alg)) = (sess.signing_key(), self.neg.signing) else {
                 // Signed by a session that has no key (still authenticating, guest).
@@ -395,6 +449,9 @@ impl Connection {
     }
 
     fn should_sign(&self, req: &Header, resp: &Header) -> bool {
+        if self.encrypted_chain.is_some() {
+            return false;
+        }
         let Some(sess) = self.sessions.get(&resp.session_id) else {
             return false;
         };

@@ -2,7 +2,7 @@
 
 use super::conn::{Connection, Ctx, Reply};
 use super::session::{Session, SessionState, User};
-use crate::config::{MapToGuest, Signing};
+use crate::config::{Encrypt, MapToGuest, Signing};
 use crate::server::auth::{AuthStep, NtlmServer};
 use crate::server::crypto::{self, SigningAlgorithm};
 use crate::wire::header::{offsets, Header, FLAGS_SERVER_TO_REDIR};
@@ -17,6 +17,14 @@ use tracing::{info, warn};
 /// Largest read/write/transact size offered with LARGE_MTU.
 pub const MAX_IO: u32 = 8 * 1024 * 1024;
 const SMB2_WILDCARD_DIALECT: u16 = 0x02FF;
+/// Ciphers in the order the server prefers them.
+const CIPHER_PREFERENCE: [crypto::Cipher; 4] = [
+    crypto::Cipher::Aes128Gcm,
+    crypto::Cipher::Aes128Ccm,
+    crypto::Cipher::Aes256Gcm,
+    crypto::Cipher::Aes256Ccm,
+];
+const SESSION_FLAG_ENCRYPT_DATA: u16 = 0x0004;
 const SESSION_FLAG_IS_GUEST: u16 = 0x0001;
 const SESSION_FLAG_IS_NULL: u16 = 0x0002;
 const SIGNING_ENABLED: u16 = 0x0001;
@@ -151,6 +159,15 @@ impl Connection {
         };
         let mut resp = self.base_response(dialect);
         let mut signing = None;
+        let mut cipher = None;
+        let encryption_on = !matches!(self.st.config.global.server_smb_encrypt, Encrypt::Off);
+        if matches!(dialect, 0x0300 | 0x0302)
+            && encryption_on
+            && req.capabilities & neg::GLOBAL_CAP_ENCRYPTION != 0
+        {
+            resp.capabilities |= neg::GLOBAL_CAP_ENCRYPTION;
+            cipher = Some(crypto::Cipher::Aes128Ccm);
+        }
         if dialect == 0x0311 {
             let mut have_preauth = false;
             for c in &req.contexts {
@@ -162,6 +179,11 @@ impl Connection {
                             return Err(NtStatus::NOT_SUPPORTED);
                         }
                         have_preauth = true;
+                    }
+                    NegotiateContext::Encryption { ciphers } if encryption_on => {
+                        cipher = CIPHER_PREFERENCE
+                            .into_iter()
+                            .find(|c| ciphers.contains(&(*c as u16)));
                     }
                     NegotiateContext::Signing { algorithms } => {
                         signing = [
@@ -182,6 +204,16 @@ impl Connection {
                 hash_algorithms: vec![neg::HASH_ALGORITHM_SHA512],
                 salt: rand::random::<[u8; 32]>().to_vec(),
             });
+            if req
+                .contexts
+                .iter()
+                .any(|c| matches!(c, NegotiateContext::Encryption { .. }))
+            {
+                // Cipher 0 tells the client there is no common cipher.
+                resp.contexts.push(NegotiateContext::Encryption {
+                    ciphers: vec![cipher.map_or(0, |c| c as u16)],
+                });
+            }
             if let Some(a) = signing {
                 resp.contexts.push(NegotiateContext::Signing {
                     algorithms: vec![a],
@@ -196,8 +228,15 @@ impl Connection {
             req.security_mode,
             req.dialects.clone(),
             signing,
-            None,
+            cipher,
         );
+        if dialect == 0x0311
+            && cipher.is_some()
+            && req.capabilities & neg::GLOBAL_CAP_ENCRYPTION != 0
+        {
+            resp.capabilities |= neg::GLOBAL_CAP_ENCRYPTION;
+        }
+        self.neg.server_caps = resp.capabilities;
         if dialect == 0x0311 {
             self.preauth.update(ctx.msg);
         }
@@ -309,7 +348,17 @@ impl Connection {
                     sess.signing_required =
                         matches!(self.st.config.global.server_signing, Signing::Mandatory)
                             || u16::from(req.security_mode) & SIGNING_REQUIRED != 0;
+                    if self.neg.cipher.is_some()
+                        && matches!(self.st.config.global.server_smb_encrypt, Encrypt::Required)
+                    {
+                        sess.encrypt_data = true;
+                    }
                 }
+                let flags = if sess.encrypt_data {
+                    flags | SESSION_FLAG_ENCRYPT_DATA
+                } else {
+                    flags
+                };
                 info!(user = %user.name, domain = %outcome.domain, sid, anonymous = outcome.anonymous, "session established");
                 sess.user = Some(user);
                 sess.state = SessionState::Valid;

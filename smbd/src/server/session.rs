@@ -40,6 +40,11 @@ pub struct Session {
     pub preauth: PreauthHash,
     pub trees: HashMap<u32, Tree>,
     next_tree: u32,
+    /// Every request and response must be encrypted (SMB2_SESSION_FLAG_ENCRYPT_DATA).
+    pub encrypt_data: bool,
+    /// Fixed random part and counter of the AEAD nonces this session sends.
+    nonce_prefix: [u8; 4],
+    nonce_counter: u64,
 }
 
 impl Session {
@@ -53,6 +58,9 @@ impl Session {
             preauth,
             trees: HashMap::new(),
             next_tree: 1,
+            encrypt_data: false,
+            nonce_prefix: rand::random(),
+            nonce_counter: 0,
         }
     }
 
@@ -63,6 +71,15 @@ impl Session {
     /// The signing key, if this session has one (not for guest or anonymous).
     pub fn signing_key(&self) -> Option<&[u8]> {
         self.keys.as_ref().map(|k| k.signing.as_slice())
+    }
+
+    /// A nonce never used before with this session's key: a counter plus a random part.
+    pub fn next_nonce(&mut self, len: usize) -> Vec<u8> {
+        self.nonce_counter += 1;
+        let mut n = self.nonce_counter.to_le_bytes().to_vec();
+        n.extend_from_slice(&self.nonce_prefix);
+        n.truncate(len);
+        n
     }
 
     pub fn add_tree(&mut self, share: Arc<Share>, read_only: bool, maximal_access: u32) -> u32 {
