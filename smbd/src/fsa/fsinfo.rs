@@ -87,10 +87,13 @@ impl VolumeView {
 
 fn fixed_len(class: u8) -> Option<usize> {
     Some(match class {
-        class::VOLUME => 18,
+        // The fixed parts Windows enforces are a little larger than the
+        // structures' fixed fields (checked by smbtorture qfs_buffercheck).
+        class::VOLUME => 24,
         class::SIZE => 24,
         class::DEVICE => 8,
-        class::ATTRIBUTE => 12,
+        class::ATTRIBUTE => 16,
+        class::CONTROL => 48,
         class::FULL_SIZE => 32,
         class::OBJECT_ID => 64,
         class::SECTOR_SIZE => 28,
@@ -112,9 +115,7 @@ pub fn query_fs_info(
 ) -> Result<(Vec<u8>, bool), NtStatus> {
     let Some(fixed) = fixed_len(class) else {
         return Err(match class {
-            class::LABEL | class::CONTROL | class::DRIVER_PATH | class::VOLUME_FLAGS => {
-                NtStatus::NOT_SUPPORTED
-            }
+            class::LABEL | class::DRIVER_PATH | class::VOLUME_FLAGS => NtStatus::NOT_SUPPORTED,
             _ => NtStatus::INVALID_INFO_CLASS,
         });
     };
@@ -156,6 +157,16 @@ pub fn query_fs_info(
             out.put_u64_le(v.free_units);
             out.put_u32_le(spu);
             out.put_u32_le(bps);
+        }
+        class::CONTROL => {
+            // FileFsControlInformation: no quota filtering or limits.
+            out.put_u64_le(0); // FreeSpaceStartFiltering
+            out.put_u64_le(0); // FreeSpaceThreshold
+            out.put_u64_le(0); // FreeSpaceStopFiltering
+            out.put_u64_le(u64::MAX); // DefaultQuotaThreshold: none
+            out.put_u64_le(u64::MAX); // DefaultQuotaLimit: none
+            out.put_u32_le(0); // FileSystemControlFlags
+            out.put_u32_le(0);
         }
         class::OBJECT_ID => {
             out.extend_from_slice(&v.object_id);
@@ -216,11 +227,11 @@ mod tests {
         assert_eq!(u32at(&b, 8), 0xDEAD_BEEF);
         assert_eq!(u32at(&b, 12), 10);
         assert_eq!(&b[18..], &utf16le("share")[..]);
-        let (b, ov) = query_fs_info(class::VOLUME, &vol(), 20).unwrap();
+        let (b, ov) = query_fs_info(class::VOLUME, &vol(), 24).unwrap();
         assert!(ov);
-        assert_eq!(b.len(), 20);
+        assert_eq!(b.len(), 24);
         assert_eq!(
-            query_fs_info(class::VOLUME, &vol(), 17),
+            query_fs_info(class::VOLUME, &vol(), 23),
             Err(NtStatus::INFO_LENGTH_MISMATCH)
         );
     }
@@ -254,9 +265,9 @@ mod tests {
         assert_eq!(u32at(&b, 4), 255);
         assert_eq!(u32at(&b, 8), 8);
         assert_eq!(&b[12..], &utf16le("NTFS")[..]);
-        let (b, ov) = query_fs_info(class::ATTRIBUTE, &vol(), 12).unwrap();
+        let (b, ov) = query_fs_info(class::ATTRIBUTE, &vol(), 16).unwrap();
         assert!(ov);
-        assert_eq!(b.len(), 12);
+        assert_eq!(b.len(), 16);
         let (b, _) = query_fs_info(class::OBJECT_ID, &vol(), 64).unwrap();
         assert_eq!(b.len(), 64);
         assert_eq!(&b[..16], &[7; 16]);
@@ -268,8 +279,12 @@ mod tests {
     #[test]
     fn errors() {
         assert_eq!(
-            query_fs_info(class::CONTROL, &vol(), 100),
+            query_fs_info(class::LABEL, &vol(), 100),
             Err(NtStatus::NOT_SUPPORTED)
+        );
+        assert_eq!(
+            query_fs_info(class::CONTROL, &vol(), 100).map(|(b, _)| b.len()),
+            Ok(48)
         );
         assert_eq!(
             query_fs_info(99, &vol(), 100),

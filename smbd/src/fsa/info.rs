@@ -146,8 +146,10 @@ fn fixed_len(class: u8) -> Option<usize> {
         class::POSITION => 8,
         class::MODE => 4,
         class::ALIGNMENT => 4,
-        class::ALL => 100,
-        class::STREAM => 24,
+        // All and Stream: the minimum Windows enforces (smbtorture qfile_buffercheck).
+        class::ALL => 104,
+        class::STREAM => 32,
+        class::ALTERNATE_NAME => 8,
         class::COMPRESSION => 16,
         class::NETWORK_OPEN => 56,
         class::ATTRIBUTE_TAG => 8,
@@ -188,9 +190,6 @@ pub fn query_file_info(
         }
         return Err(NtStatus::NO_EAS_ON_FILE);
     }
-    if class == class::ALTERNATE_NAME {
-        return Err(NtStatus::OBJECT_NAME_NOT_FOUND);
-    }
     let Some(fixed) = fixed_len(class) else {
         if KNOWN_UNSUPPORTED.contains(&class) {
             return Err(NtStatus::NOT_SUPPORTED);
@@ -213,6 +212,10 @@ pub fn query_file_info(
         class::ACCESS => out.put_u32_le(v.access),
         class::NAME => name_info(&mut out, &full_name(v.name)),
         class::POSITION => out.put_u64_le(v.position),
+        class::ALTERNATE_NAME => {
+            let base = v.name.rsplit('\\').next().unwrap_or("");
+            name_info(&mut out, &short_name(base))
+        }
         class::MODE => out.put_u32_le(v.mode & MODE_BITS),
         // FILE_BYTE_ALIGNMENT: no alignment requirement.
         class::ALIGNMENT => out.put_u32_le(0),
@@ -261,6 +264,42 @@ pub fn query_file_info(
     Ok(truncate(out, max_len))
 }
 
+/// The 8.3 name of a file (MS-FSCC 2.1.5.2.1): the name itself, upper-cased,
+/// when it already fits; otherwise up to six leading characters, "~1" and up
+/// to three extension characters. The share root has none.
+pub fn short_name(long: &str) -> String {
+    let valid = |c: char| c.is_ascii_alphanumeric() || "!#$%&'()-@^_`{}~".contains(c);
+    let (base, ext) = match long.rfind('.') {
+        Some(i) if i > 0 => (&long[..i], &long[i + 1..]),
+        _ => (long, ""),
+    };
+    let fits = !base.is_empty()
+        && base.len() <= 8
+        && ext.len() <= 3
+        && base.chars().all(valid)
+        && ext.chars().all(valid);
+    if fits {
+        return long.to_ascii_uppercase();
+    }
+    let clean = |s: &str, n: usize| -> String {
+        s.chars()
+            .filter(|c| valid(*c))
+            .take(n)
+            .collect::<String>()
+            .to_ascii_uppercase()
+    };
+    let mut b = clean(base, 6);
+    if b.is_empty() {
+        b.push('_');
+    }
+    let e = clean(ext, 3);
+    if e.is_empty() {
+        format!("{b}~1")
+    } else {
+        format!("{b}~1.{e}")
+    }
+}
+
 fn truncate(mut out: Vec<u8>, max_len: usize) -> (Vec<u8>, bool) {
     if out.len() > max_len {
         out.truncate(max_len);
@@ -292,6 +331,14 @@ fn stream_info(m: &FileMeta, max_len: usize) -> (Vec<u8>, bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn short_names() {
+        assert_eq!(short_name("bufsize.txt"), "BUFSIZE.TXT");
+        assert_eq!(short_name("a very long name.text"), "AVERYL~1.TEX");
+        assert_eq!(short_name("noext"), "NOEXT");
+        assert_eq!(short_name(".hidden"), "HIDDEN~1");
+    }
 
     fn file() -> FileMeta {
         FileMeta {
@@ -435,11 +482,11 @@ mod tests {
         assert_eq!(u32at(&b, 88), options::SYNCHRONOUS_IO_NONALERT);
         assert_eq!(u32at(&b, 92), 0);
         assert_eq!(u32at(&b, 96) as usize, name.len());
-        let (b, ov) = query_file_info(class::ALL, &view(&m), 101).unwrap();
+        let (b, ov) = query_file_info(class::ALL, &view(&m), 105).unwrap();
         assert!(ov);
-        assert_eq!(b.len(), 101);
+        assert_eq!(b.len(), 105);
         assert_eq!(
-            query_file_info(class::ALL, &view(&m), 99),
+            query_file_info(class::ALL, &view(&m), 103),
             Err(NtStatus::INFO_LENGTH_MISMATCH)
         );
     }
@@ -454,7 +501,7 @@ mod tests {
         assert_eq!(u64at(&b, 8), 1234);
         assert_eq!(u64at(&b, 16), 4096);
         assert_eq!(&b[24..], &utf16le("::$DATA")[..]);
-        let (b, ov) = query_file_info(class::STREAM, &view(&m), 30).unwrap();
+        let (b, ov) = query_file_info(class::STREAM, &view(&m), 33).unwrap();
         assert!(ov);
         assert!(b.is_empty());
         let d = dir();
@@ -493,8 +540,8 @@ mod tests {
         let m = file();
         let v = view(&m);
         assert_eq!(
-            query_file_info(class::ALTERNATE_NAME, &v, 100),
-            Err(NtStatus::OBJECT_NAME_NOT_FOUND)
+            query_file_info(class::ALTERNATE_NAME, &v, 7),
+            Err(NtStatus::INFO_LENGTH_MISMATCH)
         );
         assert_eq!(
             query_file_info(class::FULL_EA, &v, 100),

@@ -3,7 +3,7 @@
 use nix::libc;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use kmod_interface::fs;
 use kmod_interface::openat2::open_beneath;
@@ -64,4 +64,62 @@ pub fn fchmod_mode(fd: BorrowedFd<'_>, mode: u32) -> io::Result<()> {
 /// chown on any fd, `O_PATH` included.
 pub fn fchown(fd: BorrowedFd<'_>, uid: u32, gid: u32) -> io::Result<()> {
     fs::fchown(fd, Some(uid), Some(gid))
+}
+
+/// Rewrites `rel` so that each leading component that exists under another
+/// case is spelled as it is on disk (Windows clients expect names to be
+/// case-insensitive; Linux file systems are not). `same` decides whether two
+/// names match. Components after the first one that does not exist in any
+/// case are kept as given.
+pub fn resolve_case(
+    root: &ShareRoot,
+    rel: &Path,
+    same: impl Fn(&str, &str) -> bool,
+) -> io::Result<PathBuf> {
+    let mut out = PathBuf::new();
+    let mut comps = rel
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned());
+    for comp in comps.by_ref() {
+        if comp == "." {
+            continue;
+        }
+        let dir = open_beneath(
+            root.fd(),
+            &dot_if_empty(&out),
+            libc::O_PATH | libc::O_DIRECTORY,
+            0,
+        )?;
+        if kmod_interface::statx::statx_at(dir.as_fd(), Path::new(&comp), true).is_ok() {
+            out.push(&comp);
+            continue;
+        }
+        let listing = open_beneath(
+            root.fd(),
+            &dot_if_empty(&out),
+            libc::O_RDONLY | libc::O_DIRECTORY,
+            0,
+        )?;
+        let found = super::dir::read_dir(listing.as_fd())?
+            .into_iter()
+            .map(|e| e.name)
+            .find(|n| n != "." && n != ".." && same(n, &comp));
+        match found {
+            Some(n) => out.push(n),
+            None => {
+                out.push(&comp);
+                break;
+            }
+        }
+    }
+    out.extend(comps);
+    Ok(out)
+}
+
+fn dot_if_empty(p: &Path) -> PathBuf {
+    if p.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        p.to_path_buf()
+    }
 }

@@ -139,6 +139,7 @@ impl Connection {
 
     pub async fn create(&mut self, ctx: &mut Ctx<'_>) -> Result<Reply, NtStatus> {
         let req = CreateRequest::decode(ctx.msg).map_err(|_| NtStatus::INVALID_PARAMETER)?;
+        debug!(name = %req.name, access = format_args!("{:#x}", req.desired_access), disposition = req.create_disposition, options = format_args!("{:#x}", req.create_options), "create");
         let tree = self.tree(ctx)?;
         let (share, tree_ro, tree_id) = (tree.share.clone(), tree.read_only, tree.id);
         let user = self
@@ -178,28 +179,35 @@ impl Connection {
         let max_allowed = want & access::MAXIMUM_ALLOWED != 0;
         want &= !access::MAXIMUM_ALLOWED;
         let id2 = identity.clone();
-        // Phase 1: find out what exists.
-        let existing = fs(identity.clone(), move || {
+        // Phase 1: find out what exists, matching names case-insensitively.
+        let (existing, rel) = fs(identity.clone(), move || {
             let root = root_share
                 .root
                 .as_ref()
                 .ok_or_else(|| io::Error::from_raw_os_error(libc_enoent()))?;
-            match posix::open(root, &rel2, &OpenRequest::probe()) {
-                Ok(o) => Ok(Some(o)),
+            let probe = |p: &std::path::Path| posix::open(root, p, &OpenRequest::probe());
+            let rel = match probe(&rel2) {
+                Ok(o) => return Ok((Some(o), rel2)),
                 Err(e) if e.raw_os_error() == Some(libc_enoent()) => {
-                    // Distinguish a missing name from a missing parent directory.
-                    let parent = rel2
-                        .parent()
-                        .map(PathBuf::from)
-                        .unwrap_or_else(|| PathBuf::from("."));
-                    match posix::open(root, &parent, &OpenRequest::probe()) {
-                        Ok(p) if p.meta.is_dir() => Ok(None),
-                        Ok(_) => Err(io::Error::from_raw_os_error(libc_enotdir())),
-                        Err(e) if e.raw_os_error() == Some(libc_enoent()) => {
-                            Err(io::Error::from_raw_os_error(libc_enotdir()))
-                        }
-                        Err(e) => Err(e),
-                    }
+                    posix::resolve_case(root, &rel2, crate::fsa::wildcard::names_equal)?
+                }
+                Err(e) => return Err(e),
+            };
+            if rel != rel2 {
+                if let Ok(o) = probe(&rel) {
+                    return Ok((Some(o), rel));
+                }
+            }
+            // Distinguish a missing name from a missing parent directory.
+            let parent = rel
+                .parent()
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("."));
+            match probe(&parent) {
+                Ok(p) if p.meta.is_dir() => Ok((None, rel)),
+                Ok(_) => Err(io::Error::from_raw_os_error(libc_enotdir())),
+                Err(e) if e.raw_os_error() == Some(libc_enoent()) => {
+                    Err(io::Error::from_raw_os_error(libc_enotdir()))
                 }
                 Err(e) => Err(e),
             }
@@ -218,6 +226,9 @@ impl Connection {
             Some(probe) => {
                 let meta = probe.meta.clone();
                 let is_dir = meta.is_dir();
+                if disp == disposition::CREATE {
+                    return Err(NtStatus::OBJECT_NAME_COLLISION);
+                }
                 if opts & options::DIRECTORY_FILE != 0 && !is_dir {
                     return Err(NtStatus::NOT_A_DIRECTORY);
                 }
@@ -324,6 +335,9 @@ impl Connection {
                 }
                 if trailing && !dir {
                     return Err(NtStatus::OBJECT_NAME_INVALID);
+                }
+                if attrs & attr::READONLY != 0 && opts & options::DELETE_ON_CLOSE != 0 {
+                    return Err(NtStatus::CANNOT_DELETE);
                 }
                 if max_allowed {
                     want |= access::FILE_ALL_ACCESS;

@@ -6,7 +6,7 @@ use crate::fsa::dirent::{dir_class_supported, DirEncoder};
 use crate::fsa::fsinfo::{query_fs_info, VolumeView};
 use crate::fsa::info::{query_file_info, OpenView};
 use crate::fsa::setinfo::{decode_set_file_info, SetFileInfo, TimeUpdate};
-use crate::fsa::types::{access, attr, FileMeta};
+use crate::fsa::types::{access, attr, share, FileMeta};
 use crate::fsa::{names, security, wildcard};
 use crate::posix;
 use crate::wire::info::{QueryInfoRequest, QueryInfoResponse, SetInfoRequest};
@@ -405,6 +405,27 @@ impl Connection {
                 .root
                 .as_ref()
                 .ok_or_else(|| std::io::Error::from_raw_os_error(2))?;
+            // Renaming deletes a name from the parent: it conflicts with opens of
+            // the parent that hold DELETE access or do not share delete.
+            let parent = from2
+                .parent()
+                .map(std::path::Path::to_path_buf)
+                .unwrap_or_default();
+            if let Ok(p) = posix::open(root, &parent, &posix::OpenRequest::probe()) {
+                let key = crate::fsa::broker::FileKey {
+                    dev: p.meta.dev,
+                    ino: p.meta.ino,
+                };
+                if st2
+                    .broker
+                    .would_conflict(key, access::DELETE, share::READ | share::WRITE)
+                    == Some(NtStatus::SHARING_VIOLATION)
+                {
+                    return Err(std::io::Error::from_raw_os_error(
+                        nix::errno::Errno::EBUSY as i32,
+                    ));
+                }
+            }
             if from2 != to2 && !same_ignoring_case(&from2, &to2) {
                 if let Ok(t) = posix::open(root, &to2, &posix::OpenRequest::probe()) {
                     if !replace {
