@@ -56,7 +56,7 @@ pub fn read_dir(dir_fd: BorrowedFd<'_>) -> io::Result<Vec<DirEntry>> {
     Ok(out)
 }
 
-fn entry_meta(dir: BorrowedFd<'_>, name: &Path) -> io::Result<Option<FileMeta>> {
+pub fn entry_meta(dir: BorrowedFd<'_>, name: &Path) -> io::Result<Option<FileMeta>> {
     let st = statx_at(dir, name, true)?;
     if st.mode & libc::S_IFMT == libc::S_IFLNK {
         return Ok(None);

@@ -8,7 +8,7 @@ pub mod open;
 pub mod ops;
 pub mod share;
 
-pub use dir::{read_dir, DirEntry};
+pub use dir::{entry_meta, read_dir, DirEntry};
 pub use dos::{set_attributes, set_times, stat, DosInfo, DOS_XATTR};
 pub use errors::errno_to_status;
 pub use io::{allocate, fsync, read_at, reopen, set_size, write_at};

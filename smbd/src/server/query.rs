@@ -84,6 +84,43 @@ impl Connection {
                 pattern: Some(pattern),
             });
         }
+        if !restart {
+            // Entries may have gone since the listing was taken: re-check the
+            // ones this reply could return (about one per 64 bytes of buffer).
+            let want = req.output_buffer_length as usize / 64 + 1;
+            let mut checked = 0;
+            loop {
+                let cursor = open.dir.as_mut().ok_or(NtStatus::INTERNAL_ERROR)?;
+                let from = cursor.next + checked;
+                let n = (want - checked).min(cursor.entries.len() - from);
+                if n == 0 {
+                    break;
+                }
+                let batch: Vec<String> = cursor.entries[from..from + n]
+                    .iter()
+                    .map(|(n, _)| n.clone())
+                    .collect();
+                let (fd, id) = (open.fd.clone(), open.identity.clone());
+                let fresh = fs(id, move || {
+                    Ok(batch
+                        .into_iter()
+                        .filter_map(|n| {
+                            let m = posix::entry_meta(fd.as_fd(), std::path::Path::new(&n))
+                                .ok()
+                                .flatten();
+                            m.map(|m| (n, m))
+                        })
+                        .collect::<Vec<_>>())
+                })
+                .await?;
+                let cursor = open.dir.as_mut().ok_or(NtStatus::INTERNAL_ERROR)?;
+                let tail = cursor.entries.split_off(from + n);
+                cursor.entries.truncate(from);
+                checked += fresh.len();
+                cursor.entries.extend(fresh);
+                cursor.entries.extend(tail);
+            }
+        }
         let cursor = open.dir.as_mut().ok_or(NtStatus::INTERNAL_ERROR)?;
         let mut enc = DirEncoder::new(
             req.file_information_class,
