@@ -63,6 +63,8 @@ where
 }
 
 const VALID_ATTRS: u32 = 0x0003_7FB7;
+/// Largest end of file Windows accepts for a write (NTFS MAXFILESIZE).
+const MAX_FILE_SIZE: u64 = 0x0000_0FFF_FFFF_0000;
 const DATA_WRITE: u32 = access::FILE_WRITE_DATA | access::FILE_APPEND_DATA;
 const DATA_READ: u32 = access::FILE_READ_DATA | access::FILE_EXECUTE;
 /// Bits a read-only tree refuses.
@@ -355,7 +357,12 @@ impl Connection {
                         read,
                         write,
                         append_only: false,
-                        create: CreateMode::CreateNew,
+                        // Another client may create the name first; then OPEN_IF opens it.
+                        create: if disp == disposition::CREATE {
+                            CreateMode::CreateNew
+                        } else {
+                            CreateMode::OpenOrCreate
+                        },
                         truncate: false,
                         directory: if dir {
                             DirMode::MustBeDir
@@ -380,11 +387,15 @@ impl Connection {
                     share_access,
                     opts & options::DELETE_ON_CLOSE != 0,
                 )?;
-                info!(path = %rel.display(), dir, "created");
+                info!(path = %rel.display(), dir, created = o.created, "created");
                 Created {
                     fd: o.fd,
                     meta: o.meta,
-                    action: action::CREATED,
+                    action: if o.created {
+                        action::CREATED
+                    } else {
+                        action::OPENED
+                    },
                     access: want,
                 }
             }
@@ -532,6 +543,13 @@ impl Connection {
         if req.length > self.neg.max_read {
             return Err(NtStatus::INVALID_PARAMETER);
         }
+        if req
+            .offset
+            .checked_add(u64::from(req.length))
+            .is_none_or(|end| end > i64::MAX as u64)
+        {
+            return Err(NtStatus::INVALID_PARAMETER);
+        }
         let fid = ctx.fid(req.file_id);
         let broker_check = {
             let open = self.open_mut(ctx, fid)?;
@@ -590,7 +608,7 @@ impl Connection {
             return Err(NtStatus::INVALID_PARAMETER);
         }
         let fid = ctx.fid(req.file_id);
-        let (key, oid, fd, id) = {
+        let (key, oid, fd, id, open_access) = {
             let open = self.open_mut(ctx, fid)?;
             if open.is_dir {
                 return Err(NtStatus::INVALID_DEVICE_REQUEST);
@@ -603,10 +621,19 @@ impl Connection {
                 open.fid.volatile,
                 open.fd.clone(),
                 open.identity.clone(),
+                open.access,
             )
         };
         ctx.related_fid = Some(fid);
-        let append = req.offset == u64::MAX;
+        // All-ones means "at end of file", but only for append-only handles (MS-SMB2 3.3.5.13).
+        let append = req.offset == u64::MAX && open_access & access::FILE_WRITE_DATA == 0;
+        if !append {
+            let end = req.offset.checked_add(data.len() as u64);
+            let past_max = !data.is_empty() && end.is_some_and(|e| e > MAX_FILE_SIZE);
+            if end.is_none_or(|e| e > i64::MAX as u64) || past_max {
+                return Err(NtStatus::INVALID_PARAMETER);
+            }
+        }
         if !append {
             self.st
                 .broker
