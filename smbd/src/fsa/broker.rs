@@ -5,7 +5,8 @@
 //! broker can move behind a socket (one broker for all workers) without
 //! changing its callers. Today it is an in-process object.
 
-use super::types::{access, share};
+use super::types::{access, nt_now, share};
+use super::writetime::{Change, FileWriteTime, OpenWriteTime};
 use crate::wire::NtStatus;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -59,6 +60,7 @@ struct FileState {
     opens: Vec<OpenRec>,
     delete_pending: bool,
     locks: Vec<ByteLock>,
+    write_time: FileWriteTime,
 }
 
 /// What the last close of an open means for the file.
@@ -68,6 +70,8 @@ pub struct CloseOutcome {
     pub delete: Option<PathBuf>,
     /// No open is left.
     pub last: bool,
+    /// Last close: the LastWriteTime to store on disk, if it may differ.
+    pub write_time: Option<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -171,6 +175,7 @@ impl Broker {
             return CloseOutcome {
                 delete: None,
                 last: true,
+                write_time: None,
             };
         };
         if let Some(pos) = st.opens.iter().position(|o| o.open_id == open_id) {
@@ -182,14 +187,66 @@ impl Broker {
         st.locks.retain(|l| l.open_id != open_id);
         if st.opens.is_empty() {
             let delete = st.delete_pending.then(|| st.path.clone());
+            let write_time = st.write_time.reported(nt_now());
             files.remove(&key);
-            CloseOutcome { delete, last: true }
+            CloseOutcome {
+                delete,
+                last: true,
+                write_time,
+            }
         } else {
             CloseOutcome {
                 delete: None,
                 last: false,
+                write_time: None,
             }
         }
+    }
+
+    /// Runs `f` on the file's write-time state (a default one if the file
+    /// has no opens, which the caller's open rules out).
+    fn with_write_time<T>(&self, key: FileKey, f: impl FnOnce(&mut FileWriteTime) -> T) -> T {
+        let mut files = self.files();
+        match files.get_mut(&key) {
+            Some(st) => f(&mut st.write_time),
+            None => f(&mut FileWriteTime::default()),
+        }
+    }
+
+    /// LastWriteTime to report instead of the disk's, while the file is open.
+    pub fn write_time(&self, key: FileKey) -> Option<u64> {
+        self.with_write_time(key, |w| w.reported(nt_now()))
+    }
+
+    /// Whether a data change must first read the disk's mtime.
+    pub fn write_time_needs_hold(&self, key: FileKey) -> bool {
+        self.with_write_time(key, |w| w.needs_hold())
+    }
+
+    /// Records a data change through an open (see `writetime`).
+    pub fn write_time_modified(
+        &self,
+        key: FileKey,
+        o: &mut OpenWriteTime,
+        change: Change,
+        pre_mtime: Option<u64>,
+    ) {
+        self.with_write_time(key, |w| w.modified(o, change, pre_mtime, nt_now()))
+    }
+
+    /// FLUSH or a basic-info set: a pending update happens now.
+    pub fn write_time_flush(&self, key: FileKey, o: &mut OpenWriteTime) {
+        self.with_write_time(key, |w| w.flush(o, nt_now()))
+    }
+
+    /// LastWriteTime set explicitly through an open.
+    pub fn write_time_set(&self, key: FileKey, o: &mut OpenWriteTime, t: u64) {
+        self.with_write_time(key, |w| w.set_explicit(o, t))
+    }
+
+    /// An open closes: applies its owed update; returns the time to report.
+    pub fn write_time_close(&self, key: FileKey, o: &mut OpenWriteTime) -> Option<u64> {
+        self.with_write_time(key, |w| w.close(o, nt_now()))
     }
 
     /// Sets or clears the file's delete-pending flag (FileDispositionInformation).
@@ -348,7 +405,8 @@ mod tests {
             b.close(K, 1),
             CloseOutcome {
                 delete: None,
-                last: false
+                last: false,
+                write_time: None,
             }
         );
         assert_eq!(
@@ -360,11 +418,33 @@ mod tests {
             b.close(K, 2),
             CloseOutcome {
                 delete: Some("g".into()),
-                last: true
+                last: true,
+                write_time: None,
             }
         );
         // a fresh open after the delete starts clean
         b.open(K, "h".into(), 4, RW, 0, false).unwrap();
+    }
+
+    #[test]
+    fn write_time_is_file_wide_and_stored_at_last_close() {
+        use crate::fsa::writetime::{Change, OpenWriteTime};
+        let b = Broker::new();
+        let (mut o1, mut o2) = (OpenWriteTime::default(), OpenWriteTime::default());
+        b.open(K, "f".into(), 1, RW, share::ALL, false).unwrap();
+        b.open(K, "f".into(), 2, RW, share::ALL, false).unwrap();
+        assert!(b.write_time_needs_hold(K));
+        b.write_time_modified(K, &mut o1, Change::Write, Some(100));
+        assert!(!b.write_time_needs_hold(K));
+        // Held (delayed) for every open of the file.
+        assert_eq!(b.write_time(K), Some(100));
+        b.write_time_set(K, &mut o2, 555);
+        assert_eq!(b.write_time(K), Some(555));
+        b.write_time_close(K, &mut o2);
+        assert_eq!(b.close(K, 2).write_time, None);
+        assert_eq!(b.write_time_close(K, &mut o1), Some(555));
+        assert_eq!(b.close(K, 1).write_time, Some(555));
+        assert_eq!(b.write_time(K), None);
     }
 
     #[test]

@@ -10,3 +10,4 @@ pub mod setinfo;
 pub mod sharemode;
 pub mod types;
 pub mod wildcard;
+pub mod writetime;

@@ -4,7 +4,9 @@
 //! Rules applied by [`smb_path_to_components`]:
 //! - "" is the share root;
 //! - a leading backslash is INVALID_PARAMETER (MS-SMB2 3.3.5.9);
-//! - components are separated by '\\'; an empty component in the middle
+//! - components are separated by '\\'; '/' counts as '\\' too, as in Samba
+//!   (smbtorture sends "dir/file"; '/' is never a valid name character, so
+//!   no valid name changes meaning); an empty component in the middle
 //!   ("a\\\\b") is OBJECT_NAME_INVALID; one trailing backslash is allowed and
 //!   reported as `trailing_slash` (the caller requires a directory);
 //! - "." components are dropped and ".." removes the previous component;
@@ -82,6 +84,12 @@ fn split_stream(last: &str) -> Result<(&str, Option<String>), NtStatus> {
 
 /// Validates an SMB2 CREATE name and splits it into components.
 pub fn smb_path_to_components(name: &str) -> Result<ParsedPath, NtStatus> {
+    let name: std::borrow::Cow<'_, str> = if name.contains('/') {
+        name.replace('/', "\\").into()
+    } else {
+        name.into()
+    };
+    let name = name.as_ref();
     if name.is_empty() {
         return Ok(ParsedPath::default());
     }
@@ -166,6 +174,15 @@ mod tests {
     }
 
     #[test]
+    fn forward_slash_separates() {
+        assert_eq!(comps("a/b\\c"), ["a", "b", "c"]);
+        assert!(ok("dir/").trailing_slash);
+        assert_eq!(err("/a"), NtStatus::INVALID_PARAMETER);
+        assert_eq!(err("a//b"), NtStatus::OBJECT_NAME_INVALID);
+        assert_eq!(err("f:s/x"), NtStatus::OBJECT_NAME_INVALID);
+    }
+
+    #[test]
     fn trailing_slash() {
         let p = ok("dir\\");
         assert_eq!(p.components, ["dir"]);
@@ -188,9 +205,7 @@ mod tests {
 
     #[test]
     fn invalid_chars_and_length() {
-        for bad in [
-            "a*", "a?", "a<b", "a>b", "a|b", "a\"b", "a/b", "a\u{1}", "x\\a\tb",
-        ] {
+        for bad in ["a*", "a?", "a<b", "a>b", "a|b", "a\"b", "a\u{1}", "x\\a\tb"] {
             assert_eq!(err(bad), NtStatus::OBJECT_NAME_INVALID, "{bad:?}");
         }
         let long = "x".repeat(255);

@@ -43,10 +43,11 @@ pub mod disposition_ex {
 /// What to do with one timestamp of FileBasicInformation (MS-FSA 2.1.5.15.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TimeUpdate {
-    /// 0: leave unchanged. Also -1 ("stop updating this time for this
-    /// handle"), which we treat as "don't change" as we keep no per-handle
-    /// update suppression.
+    /// 0: leave unchanged.
     Unchanged,
+    /// -1: leave unchanged and stop automatic updates for this handle (we
+    /// honour it for LastWriteTime; the others are left to Linux).
+    Freeze,
     /// -2: resume automatic updates for this handle.
     Resume,
     /// A positive NT time to set.
@@ -111,7 +112,8 @@ fn size_at(b: &[u8], off: usize) -> Result<u64, NtStatus> {
 
 fn time(v: i64) -> Result<TimeUpdate, NtStatus> {
     match v {
-        0 | -1 => Ok(TimeUpdate::Unchanged),
+        0 => Ok(TimeUpdate::Unchanged),
+        -1 => Ok(TimeUpdate::Freeze),
         -2 => Ok(TimeUpdate::Resume),
         v if v > 0 => Ok(TimeUpdate::Set(v as u64)),
         _ => Err(NtStatus::INVALID_PARAMETER),
@@ -236,7 +238,7 @@ mod tests {
             decode_set_file_info(class::BASIC, &b),
             Ok(SetFileInfo::Basic {
                 creation: TimeUpdate::Unchanged,
-                last_access: TimeUpdate::Unchanged,
+                last_access: TimeUpdate::Freeze,
                 last_write: TimeUpdate::Resume,
                 change: TimeUpdate::Set(1234),
                 attributes: Some(0x20),

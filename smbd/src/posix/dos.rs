@@ -1,5 +1,13 @@
-//! DOS attributes and creation time, which Linux does not keep, stored in the
-//! "user.holdfast.dos" xattr; and the FileMeta built from statx plus that.
+//! DOS attributes, creation time and an explicitly set change time, which
+//! Linux does not keep, stored in the "user.holdfast.dos" xattr; and the
+//! FileMeta built from statx plus that.
+//!
+//! Linux cannot set ctime, so a ChangeTime set over SMB is stored with a
+//! mark: the wall-clock time of storing it plus [`CHANGE_SLACK`]. It is
+//! reported while the real ctime stays at or below the mark, i.e. until the
+//! file changes again (by us, NFS or local users). A change within the slack
+//! after the set goes unnoticed; that is the price of not needing a second
+//! xattr write (which would itself move ctime).
 
 use nix::libc;
 use std::io;
@@ -15,20 +23,33 @@ use crate::fsa::types::{attr, nt_now, nt_to_unix, unix_to_nt, FileMeta};
 pub const DOS_XATTR: &str = "user.holdfast.dos";
 const VERSION: u8 = 1;
 const LEN: usize = 13;
+const LEN_CHANGE: usize = 29;
+/// Covers the kernel's coarse ctime clock and the xattr write itself (NT units: 20 ms).
+pub const CHANGE_SLACK: u64 = 200_000;
 
-/// Contents of the DOS xattr: version u8 (1), attributes u32 LE, creation u64 LE (NT time).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Contents of the DOS xattr: version u8 (1), attributes u32 LE, creation
+/// u64 LE (NT time), then optionally change_time u64 LE and change_mark u64
+/// LE (appended, so older readers still accept the value).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct DosInfo {
     pub attributes: u32,
     pub creation_time: u64,
+    /// Explicitly set ChangeTime; 0 for none.
+    pub change_time: u64,
+    /// `change_time` holds while ctime (as NT time) is at most this.
+    pub change_mark: u64,
 }
 
 impl DosInfo {
-    pub fn encode(&self) -> [u8; LEN] {
-        let mut b = [0u8; LEN];
-        b[0] = VERSION;
-        b[1..5].copy_from_slice(&self.attributes.to_le_bytes());
-        b[5..13].copy_from_slice(&self.creation_time.to_le_bytes());
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(LEN_CHANGE);
+        b.push(VERSION);
+        b.extend_from_slice(&self.attributes.to_le_bytes());
+        b.extend_from_slice(&self.creation_time.to_le_bytes());
+        if self.change_time != 0 {
+            b.extend_from_slice(&self.change_time.to_le_bytes());
+            b.extend_from_slice(&self.change_mark.to_le_bytes());
+        }
         b
     }
 
@@ -38,9 +59,16 @@ impl DosInfo {
         if b.len() < LEN || b[0] != VERSION {
             return None;
         }
+        let u64_at = |o: usize| b.get(o..o + 8).and_then(|s| s.try_into().ok());
+        let (change_time, change_mark) = match (u64_at(13), u64_at(21)) {
+            (Some(c), Some(m)) => (u64::from_le_bytes(c), u64::from_le_bytes(m)),
+            _ => (0, 0),
+        };
         Some(DosInfo {
             attributes: u32::from_le_bytes(b[1..5].try_into().ok()?),
             creation_time: u64::from_le_bytes(b[5..13].try_into().ok()?),
+            change_time,
+            change_mark,
         })
     }
 }
@@ -128,7 +156,10 @@ pub fn meta_from(st: &Statx, dos: Option<DosInfo>) -> FileMeta {
         creation_time,
         last_access_time: nt(st.atime),
         last_write_time: nt(st.mtime),
-        change_time: nt(st.ctime),
+        change_time: match dos {
+            Some(d) if d.change_time != 0 && nt(st.ctime) <= d.change_mark => d.change_time,
+            _ => nt(st.ctime),
+        },
         attributes,
         file_id: st.ino,
     }
@@ -142,10 +173,15 @@ pub fn stat(fd: BorrowedFd<'_>) -> io::Result<FileMeta> {
 
 /// Stored form of the current DOS info (what `stat` would report).
 fn current_dos(fd: BorrowedFd<'_>) -> io::Result<DosInfo> {
-    let m = stat(fd)?;
+    let st = statx_fd(fd)?;
+    let stored = read_dos(fd)?;
+    let m = meta_from(&st, stored);
+    let stored = stored.unwrap_or_default();
     Ok(DosInfo {
         attributes: m.attributes & attr::SETTABLE,
         creation_time: m.creation_time,
+        change_time: stored.change_time,
+        change_mark: stored.change_mark,
     })
 }
 
@@ -157,24 +193,34 @@ pub fn set_attributes(fd: BorrowedFd<'_>, attrs: u32) -> io::Result<()> {
 }
 
 /// Sets NT times; `None` leaves one unchanged (callers map the protocol's 0
-/// and -1/-2 to `None`). Linux cannot set the change time: it is ignored.
+/// and -1/-2 to `None`). The change time goes to the xattr (see the module
+/// comment), written last so that our own utimensat does not outdate it.
 pub fn set_times(
     fd: BorrowedFd<'_>,
     creation: Option<u64>,
     access: Option<u64>,
     write: Option<u64>,
-    _change: Option<u64>,
+    change: Option<u64>,
 ) -> io::Result<()> {
-    if let Some(c) = creation {
+    times::set_times(fd, access.map(nt_to_unix), write.map(nt_to_unix))?;
+    if creation.is_some() || change.is_some() {
         let mut d = current_dos(fd)?;
-        d.creation_time = c;
+        if let Some(c) = creation {
+            d.creation_time = c;
+        }
+        if let Some(c) = change {
+            d.change_time = c;
+            d.change_mark = nt_now().saturating_add(CHANGE_SLACK);
+        }
         write_dos(fd, &d)?;
     }
-    times::set_times(fd, access.map(nt_to_unix), write.map(nt_to_unix))
+    Ok(())
 }
 
-/// DOS info for a file or directory being created now.
-pub(crate) fn new_dos(attrs: u32, is_dir: bool) -> DosInfo {
+/// DOS info for a file or directory being created now; `creation_time` is
+/// the new file's mtime, so that a fresh file reports equal creation and
+/// write times (clients compare them).
+pub(crate) fn new_dos(attrs: u32, is_dir: bool, creation_time: u64) -> DosInfo {
     let mut attributes = attrs & attr::SETTABLE;
     if !is_dir {
         // MS-FSA: new files always get ARCHIVE.
@@ -182,7 +228,8 @@ pub(crate) fn new_dos(attrs: u32, is_dir: bool) -> DosInfo {
     }
     DosInfo {
         attributes,
-        creation_time: nt_now(),
+        creation_time,
+        ..DosInfo::default()
     }
 }
 
@@ -195,10 +242,18 @@ mod tests {
         let d = DosInfo {
             attributes: attr::HIDDEN | attr::ARCHIVE,
             creation_time: 0x0123_4567_89ab_cdef,
+            ..DosInfo::default()
         };
         let b = d.encode();
         assert_eq!(b[0], 1);
+        assert_eq!(b.len(), 13);
         assert_eq!(DosInfo::decode(&b), Some(d));
+        let c = DosInfo {
+            change_time: 5,
+            change_mark: 6,
+            ..d
+        };
+        assert_eq!(DosInfo::decode(&c.encode()), Some(c));
         assert_eq!(DosInfo::decode(&b[..12]), None);
         let mut v2 = b.to_vec();
         v2[0] = 2;
@@ -219,6 +274,7 @@ mod tests {
         let stored0 = DosInfo {
             attributes: 0,
             creation_time: 7,
+            ..DosInfo::default()
         };
         let m = meta_from(&file, Some(stored0));
         assert_eq!(m.attributes, attr::NORMAL);
@@ -233,11 +289,32 @@ mod tests {
         assert_eq!(m.creation_time, unix_to_nt(10, 0));
         let hidden = DosInfo {
             attributes: attr::HIDDEN,
-            creation_time: 0,
+            ..DosInfo::default()
         };
         assert_eq!(
             meta_from(&dir, Some(hidden)).attributes,
             attr::HIDDEN | attr::DIRECTORY
         );
+    }
+
+    #[test]
+    fn explicit_change_time_until_ctime_moves() {
+        let mark = unix_to_nt(1000, 0);
+        let d = DosInfo {
+            change_time: 42,
+            change_mark: mark,
+            ..DosInfo::default()
+        };
+        let at = |ctime| Statx {
+            mode: libc::S_IFREG | 0o644,
+            ctime,
+            ..Statx::default()
+        };
+        assert_eq!(meta_from(&at((1000, 0)), Some(d)).change_time, 42);
+        assert_eq!(
+            meta_from(&at((1000, 100)), Some(d)).change_time,
+            unix_to_nt(1000, 100)
+        );
+        assert_eq!(meta_from(&at((5, 0)), None).change_time, unix_to_nt(5, 0));
     }
 }

@@ -12,7 +12,7 @@ use super::dos::{new_dos, stat, write_dos};
 use super::errors::BackendError;
 use super::io::reopen_flags;
 use super::share::{check_rel, split, ShareRoot};
-use crate::fsa::types::FileMeta;
+use crate::fsa::types::{nt_now, unix_to_nt, FileMeta};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CreateMode {
@@ -196,7 +196,11 @@ fn create(root: &ShareRoot, rel: &Path, req: &OpenRequest) -> io::Result<OwnedFd
 
 /// Best effort: a file system without user xattrs still works, with defaults.
 fn store_new_dos(fd: BorrowedFd<'_>, attrs: u32, is_dir: bool) {
-    if let Err(e) = write_dos(fd, &new_dos(attrs, is_dir)) {
+    let created = match statx_fd(fd) {
+        Ok(st) => unix_to_nt(st.mtime.0, st.mtime.1),
+        Err(_) => nt_now(),
+    };
+    if let Err(e) = write_dos(fd, &new_dos(attrs, is_dir, created)) {
         tracing::debug!("cannot store DOS attributes on a new file: {e}");
     }
 }

@@ -5,6 +5,7 @@ use super::state::Share;
 use crate::fsa::broker::FileKey;
 use crate::fsa::names;
 use crate::fsa::types::{access, action, attr, disposition, options, FileMeta};
+use crate::fsa::writetime::{Change, OpenWriteTime};
 use crate::posix::{self, CreateMode, DirMode, OpenRequest};
 use crate::wire::close::{CloseRequest, CloseResponse};
 use crate::wire::create::{CreateContext, CreateRequest, CreateResponse};
@@ -47,6 +48,8 @@ pub struct Open {
     pub position: u64,
     pub mode: u32,
     pub dir: Option<DirCursor>,
+    /// This handle's part in LastWriteTime updates (the file's is in the broker).
+    pub write_time: OpenWriteTime,
 }
 
 /// Runs a file-system call on a blocking thread as `id`, mapping errors to NTSTATUS.
@@ -115,9 +118,26 @@ impl Connection {
         }
     }
 
-    /// Releases an open in the broker and performs a pending delete.
-    pub async fn close_open(&self, open: Open) {
+    /// Releases an open in the broker, stores a held LastWriteTime on the
+    /// last close and performs a pending delete.
+    pub async fn close_open(&self, mut open: Open) {
+        self.st
+            .broker
+            .write_time_close(open.key, &mut open.write_time);
         let outcome = self.st.broker.close(open.key, open.fid.volatile);
+        if let (Some(t), None) = (outcome.write_time, outcome.delete.as_ref()) {
+            let fd = open.fd.clone();
+            let r = fs(open.identity.clone(), move || {
+                if posix::stat(fd.as_fd())?.last_write_time != t {
+                    posix::set_times(fd.as_fd(), None, None, Some(t), None)?;
+                }
+                Ok(())
+            })
+            .await;
+            if let Err(status) = r {
+                debug!(path = %open.path.display(), ?status, "cannot store write time on close");
+            }
+        }
         if let (Some(path), Some(_)) = (outcome.delete, open.share.root.as_ref()) {
             let share = open.share.clone();
             let is_dir = open.is_dir;
@@ -400,7 +420,14 @@ impl Connection {
                 }
             }
         };
-        let meta = created.meta;
+        let mut meta = created.meta;
+        let key = FileKey {
+            dev: meta.dev,
+            ino: meta.ino,
+        };
+        if let Some(t) = self.st.broker.write_time(key) {
+            meta.last_write_time = t;
+        }
         let fid = FileId {
             persistent: open_id,
             volatile: open_id,
@@ -463,10 +490,7 @@ impl Connection {
                 tree_id,
                 share,
                 fd: Arc::new(created.fd),
-                key: FileKey {
-                    dev: meta.dev,
-                    ino: meta.ino,
-                },
+                key,
                 path: rel,
                 smb_name: req.name.clone(),
                 is_dir: meta.is_dir(),
@@ -481,6 +505,7 @@ impl Connection {
                         | options::SYNCHRONOUS_IO_NONALERT
                         | options::DELETE_ON_CLOSE),
                 dir: None,
+                write_time: OpenWriteTime::default(),
             },
         );
         ctx.related_fid = Some(fid);
@@ -494,11 +519,15 @@ impl Connection {
         let req = CloseRequest::decode(ctx.msg).map_err(|_| NtStatus::INVALID_PARAMETER)?;
         let fid = ctx.fid(req.file_id);
         self.open_mut(ctx, fid)?;
-        let open = self
+        let mut open = self
             .opens
             .remove(&fid.volatile)
             .ok_or(NtStatus::FILE_CLOSED)?;
         ctx.related_fid = Some(fid);
+        let held = self
+            .st
+            .broker
+            .write_time_close(open.key, &mut open.write_time);
         let mut resp = CloseResponse::default();
         if req.flags & 1 != 0 {
             let fd = open.fd.clone();
@@ -507,7 +536,7 @@ impl Connection {
                     flags: 1,
                     creation_time: m.creation_time,
                     last_access_time: m.last_access_time,
-                    last_write_time: m.last_write_time,
+                    last_write_time: held.unwrap_or(m.last_write_time),
                     change_time: m.change_time,
                     allocation_size: if m.is_dir() { 0 } else { m.allocation },
                     end_of_file: if m.is_dir() { 0 } else { m.size },
@@ -524,12 +553,14 @@ impl Connection {
     pub async fn flush(&mut self, ctx: &mut Ctx<'_>) -> Result<Reply, NtStatus> {
         let req = FlushRequest::decode(ctx.msg).map_err(|_| NtStatus::INVALID_PARAMETER)?;
         let fid = ctx.fid(req.file_id);
+        let st = self.st.clone();
         let open = self.open_mut(ctx, fid)?;
         ctx.related_fid = Some(fid);
         if open.access & DATA_WRITE == 0 {
             return Err(NtStatus::ACCESS_DENIED);
         }
         let (fd, id) = (open.fd.clone(), open.identity.clone());
+        st.broker.write_time_flush(open.key, &mut open.write_time);
         fs(id, move || posix::fsync(fd.as_fd())).await?;
         let mut b = Reply::buf();
         b.put_u16_le(4);
@@ -641,21 +672,29 @@ impl Connection {
         }
         let off = req.offset;
         let n = data.len();
-        let end = fs(id, move || {
-            let start = if append {
-                posix::stat(fd.as_fd())?.size
+        let hold = self.st.broker.write_time_needs_hold(key);
+        let (end, pre_mtime) = fs(id, move || {
+            let pre = if append || hold {
+                Some(posix::stat(fd.as_fd())?)
             } else {
-                off
+                None
+            };
+            let start = match (&pre, append) {
+                (Some(m), true) => m.size,
+                _ => off,
             };
             let mut done = 0;
             while done < data.len() {
                 done += posix::write_at(fd.as_fd(), &data[done..], start + done as u64)?;
             }
-            Ok(start + done as u64)
+            Ok((start + done as u64, pre.map(|m| m.last_write_time)))
         })
         .await?;
         if let Some(o) = self.opens.get_mut(&fid.volatile) {
             o.position = end;
+            self.st
+                .broker
+                .write_time_modified(key, &mut o.write_time, Change::Write, pre_mtime);
         }
         let mut b = Reply::buf();
         WriteResponse {

@@ -2,11 +2,13 @@
 
 use super::conn::{Connection, Ctx, Reply};
 use super::files::{fs, DirCursor};
+use crate::fsa::broker::{Broker, FileKey};
 use crate::fsa::dirent::{dir_class_supported, DirEncoder};
 use crate::fsa::fsinfo::{query_fs_info, VolumeView};
 use crate::fsa::info::{query_file_info, OpenView};
 use crate::fsa::setinfo::{decode_set_file_info, SetFileInfo, TimeUpdate};
 use crate::fsa::types::{access, attr, share, FileMeta};
+use crate::fsa::writetime::Change;
 use crate::fsa::{names, security, wildcard};
 use crate::posix;
 use crate::wire::info::{QueryInfoRequest, QueryInfoResponse, SetInfoRequest};
@@ -31,6 +33,7 @@ impl Connection {
         let fid = ctx.fid(req.file_id);
         let max_transact = self.neg.max_transact;
         self.check_charge(&ctx.hdr, u64::from(req.output_buffer_length))?;
+        let st = self.st.clone();
         let open = self.open_mut(ctx, fid)?;
         ctx.related_fid = Some(fid);
         if !open.is_dir {
@@ -73,9 +76,10 @@ impl Connection {
                 Ok(list)
             })
             .await?;
+            let broker = &st.broker;
             let entries: Vec<(String, FileMeta)> = entries
                 .into_iter()
-                .filter_map(|e| e.meta.map(|m| (e.name, m)))
+                .filter_map(|e| e.meta.map(|m| (e.name, held_write_time(broker, m))))
                 .filter(|(n, _)| wildcard::name_matches(&pattern, n))
                 .collect();
             open.dir = Some(DirCursor {
@@ -117,7 +121,12 @@ impl Connection {
                 let tail = cursor.entries.split_off(from + n);
                 cursor.entries.truncate(from);
                 checked += fresh.len();
-                cursor.entries.extend(fresh);
+                let broker = &st.broker;
+                cursor.entries.extend(
+                    fresh
+                        .into_iter()
+                        .map(|(n, m)| (n, held_write_time(broker, m))),
+                );
                 cursor.entries.extend(tail);
             }
         }
@@ -179,6 +188,7 @@ impl Connection {
                     return Err(NtStatus::ACCESS_DENIED);
                 }
                 let meta = fs(id, move || posix::stat(fd.as_fd())).await?;
+                let meta = held_write_time(broker, meta);
                 let view = OpenView {
                     meta: &meta,
                     name: &open.smb_name,
@@ -284,6 +294,8 @@ impl Connection {
                             _ => None,
                         };
                         let (c, a, w, ch) = (t(creation), t(last_access), t(last_write), t(change));
+                        // Any basic-info set makes a pending write-time update happen.
+                        st.broker.write_time_flush(open.key, &mut open.write_time);
                         fs(id, move || {
                             posix::set_times(fd.as_fd(), c, a, w, ch)?;
                             if let Some(attrs) = attributes {
@@ -292,6 +304,14 @@ impl Connection {
                             Ok(())
                         })
                         .await?;
+                        match last_write {
+                            TimeUpdate::Set(t) => {
+                                st.broker.write_time_set(open.key, &mut open.write_time, t)
+                            }
+                            TimeUpdate::Freeze => open.write_time.freeze(),
+                            TimeUpdate::Resume => open.write_time.thaw(),
+                            TimeUpdate::Unchanged => {}
+                        }
                     }
                     SetFileInfo::Disposition { delete } => {
                         self.set_disposition(ctx, fid, delete).await?
@@ -308,7 +328,19 @@ impl Connection {
                         if open.is_dir {
                             return Err(NtStatus::INVALID_PARAMETER);
                         }
-                        fs(id, move || posix::set_size(fd.as_fd(), size)).await?;
+                        let hold = st.broker.write_time_needs_hold(open.key);
+                        let pre = fs(id, move || {
+                            let pre = hold_mtime(fd.as_fd(), hold)?;
+                            posix::set_size(fd.as_fd(), size)?;
+                            Ok(pre)
+                        })
+                        .await?;
+                        st.broker.write_time_modified(
+                            open.key,
+                            &mut open.write_time,
+                            Change::Resize,
+                            pre,
+                        );
                     }
                     SetFileInfo::Allocation(size) => {
                         if open.access & access::FILE_WRITE_DATA == 0 {
@@ -317,15 +349,24 @@ impl Connection {
                         if open.is_dir {
                             return Err(NtStatus::INVALID_PARAMETER);
                         }
-                        fs(id, move || {
+                        let hold = st.broker.write_time_needs_hold(open.key);
+                        let pre = fs(id, move || {
+                            let pre = hold_mtime(fd.as_fd(), hold)?;
                             let cur = posix::stat(fd.as_fd())?.size;
                             if size < cur {
-                                posix::set_size(fd.as_fd(), size)
+                                posix::set_size(fd.as_fd(), size)?;
                             } else {
-                                posix::allocate(fd.as_fd(), size)
+                                posix::allocate(fd.as_fd(), size)?;
                             }
+                            Ok(pre)
                         })
                         .await?;
+                        st.broker.write_time_modified(
+                            open.key,
+                            &mut open.write_time,
+                            Change::Resize,
+                            pre,
+                        );
                     }
                     SetFileInfo::Rename { replace, name, .. } => {
                         self.rename(ctx, fid, replace, &name).await?
@@ -494,6 +535,27 @@ impl Connection {
 
 fn same_ignoring_case(a: &std::path::Path, b: &std::path::Path) -> bool {
     a.to_string_lossy().to_lowercase() == b.to_string_lossy().to_lowercase()
+}
+
+/// The disk's mtime before a data change, when the broker needs it to hold
+/// LastWriteTime (see `fsa::writetime`).
+fn hold_mtime(fd: std::os::fd::BorrowedFd<'_>, hold: bool) -> std::io::Result<Option<u64>> {
+    Ok(if hold {
+        Some(posix::stat(fd)?.last_write_time)
+    } else {
+        None
+    })
+}
+
+/// Reports the broker's held LastWriteTime for a file that is open.
+fn held_write_time(broker: &Broker, mut m: FileMeta) -> FileMeta {
+    if let Some(t) = broker.write_time(FileKey {
+        dev: m.dev,
+        ino: m.ino,
+    }) {
+        m.last_write_time = t;
+    }
+    m
 }
 
 /// Classes MS-FSA guards with FILE_READ_ATTRIBUTES.
