@@ -8,5 +8,6 @@ pub mod names;
 pub mod security;
 pub mod setinfo;
 pub mod sharemode;
+pub mod streams;
 pub mod types;
 pub mod wildcard;
