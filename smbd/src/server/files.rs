@@ -47,6 +47,8 @@ pub struct Open {
     pub position: u64,
     pub mode: u32,
     pub dir: Option<DirCursor>,
+    /// Named stream of the file this open is on (its stored spelling).
+    pub stream: Option<String>,
 }
 
 /// Runs a file-system call on a blocking thread as `id`, mapping errors to NTSTATUS.
@@ -116,6 +118,9 @@ impl Connection {
     /// Releases an open in the broker and performs a pending delete.
     pub async fn close_open(&self, open: Open) {
         let outcome = self.st.broker.close(open.key, open.fid.volatile);
+        if outcome.delete_stream {
+            super::streams::remove_stream(&open).await;
+        }
         if let (Some(path), Some(_)) = (outcome.delete, open.share.root.as_ref()) {
             let share = open.share.clone();
             let is_dir = open.is_dir;
@@ -152,8 +157,14 @@ impl Connection {
         }
         validate_create(&req)?;
         let parsed = names::smb_path_to_components(&req.name)?;
-        if parsed.stream.is_some() {
-            return Err(NtStatus::OBJECT_NAME_INVALID);
+        if let Some(stream) = parsed.stream.clone() {
+            let c = super::streams::StreamCreate {
+                share,
+                identity: user.identity.clone(),
+                tree_ro,
+                tree_id,
+            };
+            return self.create_stream(ctx, &req, &parsed, stream, c).await;
         }
         let rel = names::components_to_unix(&parsed.components);
         let mut want = access::map_generic(req.desired_access);
@@ -172,6 +183,7 @@ impl Connection {
             req.create_options,
             req.file_attributes,
         );
+        let opts = super::streams::default_stream_options(&parsed, opts)?;
         let trailing = parsed.trailing_slash;
         let is_root_path = parsed.components.is_empty();
         let st = self.st.clone();
@@ -278,6 +290,7 @@ impl Connection {
                 let key = FileKey {
                     dev: meta.dev,
                     ino: meta.ino,
+                    stream: 0,
                 };
                 st.broker.open(
                     key,
@@ -297,6 +310,7 @@ impl Connection {
                     };
                     if overwrite {
                         posix::set_size(fd.as_fd(), 0)?;
+                        posix::streams::remove_all(fd.as_fd())?;
                         posix::set_attributes(
                             fd.as_fd(),
                             (attrs & attr::SETTABLE) | attr::ARCHIVE,
@@ -371,6 +385,7 @@ impl Connection {
                 let key = FileKey {
                     dev: o.meta.dev,
                     ino: o.meta.ino,
+                    stream: 0,
                 };
                 st.broker.open(
                     key,
@@ -455,6 +470,7 @@ impl Connection {
                 key: FileKey {
                     dev: meta.dev,
                     ino: meta.ino,
+                    stream: 0,
                 },
                 path: rel,
                 smb_name: req.name.clone(),
@@ -470,6 +486,7 @@ impl Connection {
                         | options::SYNCHRONOUS_IO_NONALERT
                         | options::DELETE_ON_CLOSE),
                 dir: None,
+                stream: None,
             },
         );
         ctx.related_fid = Some(fid);
@@ -533,6 +550,9 @@ impl Connection {
             return Err(NtStatus::INVALID_PARAMETER);
         }
         let fid = ctx.fid(req.file_id);
+        if self.open_mut(ctx, fid)?.stream.is_some() {
+            return self.read_stream(ctx, fid, &req).await;
+        }
         let broker_check = {
             let open = self.open_mut(ctx, fid)?;
             if open.is_dir {
@@ -590,6 +610,9 @@ impl Connection {
             return Err(NtStatus::INVALID_PARAMETER);
         }
         let fid = ctx.fid(req.file_id);
+        if self.open_mut(ctx, fid)?.stream.is_some() {
+            return self.write_stream(ctx, fid, &req, data).await;
+        }
         let (key, oid, fd, id) = {
             let open = self.open_mut(ctx, fid)?;
             if open.is_dir {

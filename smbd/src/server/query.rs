@@ -141,7 +141,7 @@ impl Connection {
                 {
                     return Err(NtStatus::ACCESS_DENIED);
                 }
-                let meta = fs(id, move || posix::stat(fd.as_fd())).await?;
+                let meta = super::streams::stat_open(open).await?;
                 let view = OpenView {
                     meta: &meta,
                     name: &open.smb_name,
@@ -152,7 +152,11 @@ impl Connection {
                     ea_size: 0,
                     volume_serial: u64::from(open.share.serial),
                 };
-                query_file_info(req.file_info_class, &view, max)?
+                if req.file_info_class == crate::fsa::info::class::STREAM {
+                    super::streams::stream_information(open, max).await?
+                } else {
+                    query_file_info(req.file_info_class, &view, max)?
+                }
             }
             INFO_FILESYSTEM => {
                 let serial = open.share.serial;
@@ -271,7 +275,11 @@ impl Connection {
                         if open.is_dir {
                             return Err(NtStatus::INVALID_PARAMETER);
                         }
-                        fs(id, move || posix::set_size(fd.as_fd(), size)).await?;
+                        if open.stream.is_some() {
+                            super::streams::set_size(open, size, false).await?;
+                        } else {
+                            fs(id, move || posix::set_size(fd.as_fd(), size)).await?;
+                        }
                     }
                     SetFileInfo::Allocation(size) => {
                         if open.access & access::FILE_WRITE_DATA == 0 {
@@ -280,15 +288,19 @@ impl Connection {
                         if open.is_dir {
                             return Err(NtStatus::INVALID_PARAMETER);
                         }
-                        fs(id, move || {
-                            let cur = posix::stat(fd.as_fd())?.size;
-                            if size < cur {
-                                posix::set_size(fd.as_fd(), size)
-                            } else {
-                                posix::allocate(fd.as_fd(), size)
-                            }
-                        })
-                        .await?;
+                        if open.stream.is_some() {
+                            super::streams::set_size(open, size, true).await?;
+                        } else {
+                            fs(id, move || {
+                                let cur = posix::stat(fd.as_fd())?.size;
+                                if size < cur {
+                                    posix::set_size(fd.as_fd(), size)
+                                } else {
+                                    posix::allocate(fd.as_fd(), size)
+                                }
+                            })
+                            .await?;
+                        }
                     }
                     SetFileInfo::Rename { replace, name, .. } => {
                         self.rename(ctx, fid, replace, &name).await?
@@ -383,8 +395,12 @@ impl Connection {
             return Err(NtStatus::ACCESS_DENIED);
         }
         let target = names::smb_path_to_components(name.trim_start_matches('\\'))?;
-        if target.stream.is_some() {
+        if open.stream.is_some() || target.stream.is_some() {
             return Err(NtStatus::NOT_SUPPORTED);
+        }
+        // A file whose streams are open elsewhere keeps its name (Windows).
+        if st.broker.streams_open(open.key) {
+            return Err(NtStatus::ACCESS_DENIED);
         }
         let to = names::components_to_unix(&target.components);
         let from = st
@@ -415,6 +431,7 @@ impl Connection {
                 let key = crate::fsa::broker::FileKey {
                     dev: p.meta.dev,
                     ino: p.meta.ino,
+                    stream: 0,
                 };
                 if st2
                     .broker
@@ -436,6 +453,7 @@ impl Connection {
                     let key = crate::fsa::broker::FileKey {
                         dev: t.meta.dev,
                         ino: t.meta.ino,
+                        stream: 0,
                     };
                     if t.meta.is_dir() || st2.broker.open_count(key) > 0 {
                         return Err(std::io::Error::from_raw_os_error(
