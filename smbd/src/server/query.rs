@@ -123,6 +123,13 @@ impl Connection {
         if req.output_buffer_length > self.neg.max_transact {
             return Err(NtStatus::INVALID_PARAMETER);
         }
+        // FileNormalizedNameInformation exists from SMB 3.1.1 on (MS-SMB2 3.3.5.20.1).
+        if req.info_type == INFO_FILE
+            && req.file_info_class == crate::fsa::info::class::NORMALIZED_NAME
+            && self.neg.dialect < 0x0311
+        {
+            return Err(NtStatus::NOT_SUPPORTED);
+        }
         let fid = ctx.fid(req.file_id);
         let broker = &self.st.broker;
         let open = self.opens.get(&fid.volatile).filter(|o| {
@@ -142,9 +149,14 @@ impl Connection {
                     return Err(NtStatus::ACCESS_DENIED);
                 }
                 let meta = super::streams::stat_open(open).await?;
+                let normalized = super::streams::normalized_name(open);
                 let view = OpenView {
                     meta: &meta,
-                    name: &open.smb_name,
+                    name: if req.file_info_class == crate::fsa::info::class::NORMALIZED_NAME {
+                        &normalized
+                    } else {
+                        &open.smb_name
+                    },
                     position: open.position,
                     mode: open.mode,
                     access: open.access,

@@ -424,6 +424,23 @@ pub fn default_stream_options(parsed: &ParsedPath, opts: u32) -> Result<u32, NtS
     Ok(opts | options::NON_DIRECTORY_FILE)
 }
 
+/// The name FileNormalizedNameInformation reports: the path as stored (the
+/// case found on disk, not as the client typed it) and, for a stream open,
+/// ":stream" as created, without ":$DATA".
+pub fn normalized_name(open: &Open) -> String {
+    let mut n = if super::files::is_root(&open.path) {
+        String::new()
+    } else {
+        let parts: Vec<_> = open.path.iter().map(|c| c.to_string_lossy()).collect();
+        parts.join("\\")
+    };
+    if let Some(s) = &open.stream {
+        n.push(':');
+        n.push_str(s);
+    }
+    n
+}
+
 /// Metadata as an open reports it: a stream open gets its stream's sizes.
 pub async fn stat_open(open: &Open) -> Result<FileMeta, NtStatus> {
     let (fd, stream) = (open.fd.clone(), open.stream.clone());
