@@ -12,11 +12,21 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-/// Identifies a file independent of its name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Identifies a file (and one of its data streams) independent of its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct FileKey {
     pub dev: u64,
     pub ino: u64,
+    /// 0 for the file itself (its default data stream); else a named stream's
+    /// `fsa::streams::stream_id`. Share modes and locks are per stream.
+    pub stream: u64,
+}
+
+impl FileKey {
+    /// The file a stream belongs to.
+    pub fn base(self) -> FileKey {
+        FileKey { stream: 0, ..self }
+    }
 }
 
 /// Bits of the access mask that take part in share-mode checks (MS-FSA 2.1.5.1.2).
@@ -59,6 +69,9 @@ struct FileState {
     path: PathBuf,
     opens: Vec<OpenRec>,
     delete_pending: bool,
+    /// The file's own opens are gone with delete pending, but opens of its
+    /// streams hold the unlink back (entry kept only for this).
+    delete_deferred: bool,
     locks: Vec<ByteLock>,
     write_time: FileWriteTime,
 }
@@ -72,6 +85,8 @@ pub struct CloseOutcome {
     pub last: bool,
     /// Last close: the LastWriteTime to store on disk, if it may differ.
     pub write_time: Option<u64>,
+    /// A named stream was delete-on-close: remove it (not the file).
+    pub delete_stream: bool,
 }
 
 #[derive(Debug, Default)]
@@ -101,6 +116,37 @@ pub fn share_conflict(
         || (deletes(ea) && new_share & share::DELETE == 0)
 }
 
+fn has_stream_opens(files: &HashMap<FileKey, FileState>, base: FileKey) -> bool {
+    files
+        .iter()
+        .any(|(k, s)| k.base() == base && k.stream != 0 && !s.opens.is_empty())
+}
+
+/// Conflicts between a file and its streams (MS-FSA 2.1.5.1.2): a stream
+/// cannot be opened while the file is delete-pending, and opening the file
+/// for DELETE must be compatible with every open stream, as if each stream
+/// were opened for DELETE too.
+fn stream_conflict(
+    files: &HashMap<FileKey, FileState>,
+    key: FileKey,
+    access: u32,
+    share: u32,
+) -> Option<NtStatus> {
+    if key.stream != 0 {
+        let base = files.get(&key.base())?;
+        return base.delete_pending.then_some(NtStatus::DELETE_PENDING);
+    }
+    if access & access::DELETE == 0 {
+        return None;
+    }
+    files
+        .iter()
+        .filter(|(k, _)| k.base() == key && k.stream != 0)
+        .flat_map(|(_, s)| &s.opens)
+        .any(|o| share_conflict(o.access, o.share, access::DELETE, share))
+        .then_some(NtStatus::SHARING_VIOLATION)
+}
+
 impl Broker {
     pub fn new() -> Self {
         Self::default()
@@ -123,8 +169,11 @@ impl Broker {
         delete_on_close: bool,
     ) -> Result<(), NtStatus> {
         let mut files = self.files();
+        if let Some(status) = stream_conflict(&files, key, access, share) {
+            return Err(status);
+        }
         let st = files.entry(key).or_default();
-        if st.opens.is_empty() {
+        if st.opens.is_empty() && !st.delete_deferred {
             st.path = path;
             st.delete_pending = false;
         }
@@ -176,6 +225,7 @@ impl Broker {
                 delete: None,
                 last: true,
                 write_time: None,
+                delete_stream: false,
             };
         };
         if let Some(pos) = st.opens.iter().position(|o| o.open_id == open_id) {
@@ -185,22 +235,62 @@ impl Broker {
             }
         }
         st.locks.retain(|l| l.open_id != open_id);
-        if st.opens.is_empty() {
-            let delete = st.delete_pending.then(|| st.path.clone());
-            let write_time = st.write_time.reported(nt_now());
-            files.remove(&key);
-            CloseOutcome {
-                delete,
-                last: true,
-                write_time,
-            }
-        } else {
-            CloseOutcome {
+        if !st.opens.is_empty() {
+            return CloseOutcome {
                 delete: None,
                 last: false,
                 write_time: None,
-            }
+                delete_stream: false,
+            };
         }
+        let pending = st.delete_pending;
+        if key.stream != 0 {
+            files.remove(&key);
+            // The last stream open may release a deferred delete of the file.
+            let base = key.base();
+            let delete = match files.get(&base) {
+                Some(b) if b.delete_deferred && !has_stream_opens(&files, base) => {
+                    let path = b.path.clone();
+                    files.remove(&base);
+                    Some(path)
+                }
+                _ => None,
+            };
+            return CloseOutcome {
+                last: delete.is_some() || !has_stream_opens(&files, base),
+                delete,
+                write_time: None,
+                delete_stream: pending,
+            };
+        }
+        if pending && has_stream_opens(&files, key) {
+            // MS-FSA: the file goes when its last stream handle closes.
+            if let Some(st) = files.get_mut(&key) {
+                st.delete_deferred = true;
+            }
+            return CloseOutcome {
+                delete: None,
+                last: false,
+                write_time: None,
+                delete_stream: false,
+            };
+        }
+        let mut removed = files.remove(&key);
+        let write_time = removed
+            .as_mut()
+            .and_then(|s| s.write_time.reported(nt_now()));
+        let delete = removed.filter(|_| pending).map(|s| s.path);
+        CloseOutcome {
+            delete,
+            last: true,
+            write_time,
+            delete_stream: false,
+        }
+    }
+
+    /// Are named streams of this file open? (Renaming the file is refused then.)
+    pub fn streams_open(&self, key: FileKey) -> bool {
+        has_stream_opens(&self.files(), key.base())
     }
 
     /// Runs `f` on the file's write-time state (a default one if the file
@@ -372,7 +462,21 @@ impl Broker {
 mod tests {
     use super::*;
 
-    const K: FileKey = FileKey { dev: 1, ino: 2 };
+    const K: FileKey = FileKey {
+        dev: 1,
+        ino: 2,
+        stream: 0,
+    };
+    const S1: FileKey = FileKey {
+        dev: 1,
+        ino: 2,
+        stream: 7,
+    };
+    const S2: FileKey = FileKey {
+        dev: 1,
+        ino: 2,
+        stream: 8,
+    };
     const RW: u32 = access::FILE_READ_DATA | access::FILE_WRITE_DATA;
 
     #[test]
@@ -407,6 +511,7 @@ mod tests {
                 delete: None,
                 last: false,
                 write_time: None,
+                delete_stream: false,
             }
         );
         assert_eq!(
@@ -420,6 +525,7 @@ mod tests {
                 delete: Some("g".into()),
                 last: true,
                 write_time: None,
+                delete_stream: false,
             }
         );
         // a fresh open after the delete starts clean
@@ -469,5 +575,64 @@ mod tests {
         b.unlock(K, 2, 10, 10).unwrap();
         b.close(K, 1);
         b.lock(K, 2, 0, 10, true).unwrap();
+    }
+
+    #[test]
+    fn streams_have_their_own_share_modes() {
+        let b = Broker::new();
+        b.open(S1, "f".into(), 1, RW, 0, false).unwrap();
+        b.open(S2, "f".into(), 2, RW, 0, false).unwrap();
+        b.open(K, "f".into(), 3, RW, 0, false).unwrap();
+        assert_eq!(
+            b.open(S1, "f".into(), 4, RW, 0, false),
+            Err(NtStatus::SHARING_VIOLATION)
+        );
+        // Locks are per stream too.
+        b.lock(S1, 1, 0, 10, true).unwrap();
+        b.lock(S2, 2, 0, 10, true).unwrap();
+        b.check_io(K, 3, 0, 10, true).unwrap();
+        assert!(b.streams_open(K));
+    }
+
+    #[test]
+    fn file_delete_versus_open_streams() {
+        let b = Broker::new();
+        let all = share::READ | share::WRITE | share::DELETE;
+        // A stream not sharing delete keeps the file from being opened for DELETE.
+        b.open(S1, "f".into(), 1, RW, 0, false).unwrap();
+        assert_eq!(
+            b.open(K, "f".into(), 2, access::DELETE, all, true),
+            Err(NtStatus::SHARING_VIOLATION)
+        );
+        b.close(S1, 1);
+        // One that shares delete lets the file be deleted, but later.
+        b.open(S1, "f".into(), 3, RW, all, false).unwrap();
+        b.open(K, "f".into(), 4, access::DELETE, all, true).unwrap();
+        let out = b.close(K, 4);
+        assert_eq!(out.delete, None);
+        assert_eq!(
+            b.open(K, "f".into(), 5, RW, all, false),
+            Err(NtStatus::DELETE_PENDING)
+        );
+        assert_eq!(
+            b.open(S2, "f".into(), 6, RW, all, false),
+            Err(NtStatus::DELETE_PENDING)
+        );
+        let out = b.close(S1, 3);
+        assert_eq!(out.delete, Some("f".into()));
+        assert!(out.last && !out.delete_stream);
+        b.open(K, "f".into(), 7, RW, all, false).unwrap();
+    }
+
+    #[test]
+    fn stream_delete_on_close() {
+        let b = Broker::new();
+        b.open(S1, "f".into(), 1, access::DELETE, share::ALL, true)
+            .unwrap();
+        b.open(K, "f".into(), 2, RW, share::ALL, false).unwrap();
+        let out = b.close(S1, 1);
+        assert!(out.delete_stream);
+        assert_eq!(out.delete, None);
+        assert!(!b.delete_pending(K));
     }
 }

@@ -8,6 +8,7 @@ pub mod names;
 pub mod security;
 pub mod setinfo;
 pub mod sharemode;
+pub mod streams;
 pub mod types;
 pub mod wildcard;
 pub mod writetime;

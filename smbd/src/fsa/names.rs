@@ -36,6 +36,9 @@ pub struct ParsedPath {
     pub trailing_slash: bool,
     /// Named stream (without the ":$DATA" suffix); None for the default stream.
     pub stream: Option<String>,
+    /// The name spelled out the default stream ("f::$DATA", "f:$DATA"): it
+    /// then names data, so a directory is not acceptable (MS-FSA 2.1.5.1).
+    pub default_stream_named: bool,
 }
 
 fn bad_char(c: char) -> bool {
@@ -49,8 +52,9 @@ fn check_component(c: &str) -> Result<(), NtStatus> {
     Ok(())
 }
 
-/// Splits "base[:stream[:type]]" of the last component.
-fn split_stream(last: &str) -> Result<(&str, Option<String>), NtStatus> {
+/// Splits "base[:stream[:type]]" of the last component; `Some(None)` is the
+/// default stream named explicitly.
+fn split_stream(last: &str) -> Result<(&str, Option<Option<String>>), NtStatus> {
     let Some((base, rest)) = last.split_once(':') else {
         return Ok((last, None));
     };
@@ -66,20 +70,16 @@ fn split_stream(last: &str) -> Result<(&str, Option<String>), NtStatus> {
     if stream.is_empty() {
         // "name::$DATA" is the default stream; "name:" is invalid.
         return match ty {
-            Some(_) => Ok((base, None)),
+            Some(_) => Ok((base, Some(None))),
             None => Err(NtStatus::OBJECT_NAME_INVALID),
         };
     }
     // A bare ":$DATA" names the default stream too.
     if ty.is_none() && stream.eq_ignore_ascii_case("$DATA") {
-        return Ok((base, None));
+        return Ok((base, Some(None)));
     }
-    if stream.encode_utf16().count() > MAX_COMPONENT_UNITS
-        || stream.chars().any(|c| c == '\0' || c == '/' || c == '\\')
-    {
-        return Err(NtStatus::OBJECT_NAME_INVALID);
-    }
-    Ok((base, Some(stream.to_string())))
+    super::streams::validate_name(stream)?;
+    Ok((base, Some(Some(stream.to_string()))))
 }
 
 /// Validates an SMB2 CREATE name and splits it into components.
@@ -103,6 +103,7 @@ pub fn smb_path_to_components(name: &str) -> Result<ParsedPath, NtStatus> {
     let raw: Vec<&str> = body.split('\\').collect();
     let mut components: Vec<String> = Vec::with_capacity(raw.len());
     let mut stream = None;
+    let mut default_stream_named = false;
     let last_index = raw.len() - 1;
     for (i, part) in raw.iter().enumerate() {
         let mut part = *part;
@@ -112,7 +113,8 @@ pub fn smb_path_to_components(name: &str) -> Result<ParsedPath, NtStatus> {
             }
             let (base, s) = split_stream(part)?;
             part = base;
-            stream = s;
+            default_stream_named = s == Some(None);
+            stream = s.flatten();
             if part == "." || part == ".." {
                 return Err(NtStatus::OBJECT_NAME_INVALID);
             }
@@ -136,6 +138,7 @@ pub fn smb_path_to_components(name: &str) -> Result<ParsedPath, NtStatus> {
         components,
         trailing_slash,
         stream,
+        default_stream_named,
     })
 }
 
@@ -227,6 +230,11 @@ mod tests {
         assert_eq!(p.components, ["f"]);
         assert_eq!(p.stream, None);
         assert_eq!(ok("f:$DATA").stream, None);
+        assert!(ok("f:$DATA").default_stream_named);
+        assert!(ok("f::$DATA").default_stream_named);
+        assert!(!ok("f").default_stream_named);
+        assert!(!ok("f:s").default_stream_named);
+        assert_eq!(ok("f:\u{5}s\n ?*").stream.as_deref(), Some("\u{5}s\n ?*"));
         assert_eq!(err("f:s:$INDEX_ALLOCATION"), NtStatus::OBJECT_NAME_INVALID);
         assert_eq!(err("f:"), NtStatus::OBJECT_NAME_INVALID);
         assert_eq!(err("f:s:$DATA:x"), NtStatus::OBJECT_NAME_INVALID);

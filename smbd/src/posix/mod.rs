@@ -7,6 +7,7 @@ pub mod io;
 pub mod open;
 pub mod ops;
 pub mod share;
+pub mod streams;
 
 pub use dir::{entry_meta, read_dir, DirEntry};
 pub use dos::{set_attributes, set_times, stat, DosInfo, DOS_XATTR};

@@ -345,3 +345,51 @@ fn sizes_and_volume() {
     let v = fs_stats(root.fd()).unwrap();
     assert!(v.block_size > 0 && v.total_blocks >= v.free_blocks && v.name_max >= 255);
 }
+
+#[test]
+fn named_streams_live_in_xattrs() {
+    let (_t, root) = share();
+    let o = open(&root, Path::new("s.txt"), &req(CreateMode::CreateNew)).unwrap();
+    let probe = open(&root, Path::new("s.txt"), &OpenRequest::probe()).unwrap();
+    let fd = probe.fd.as_fd(); // O_PATH works as well as a data fd
+    assert!(streams::list(fd).unwrap().is_empty());
+    streams::write(fd, "Stream One", b"test data").unwrap();
+    streams::write(o.fd.as_fd(), "\u{5}odd\n?*", b"").unwrap();
+    assert_eq!(
+        streams::list(fd).unwrap(),
+        vec![
+            ("\u{5}odd\n?*".to_string(), 0),
+            ("Stream One".to_string(), 9)
+        ]
+    );
+    assert_eq!(
+        streams::read(fd, "Stream One").unwrap().as_deref(),
+        Some(&b"test data"[..])
+    );
+    assert_eq!(streams::read(fd, "stream one").unwrap(), None);
+    // The DOS attributes xattr is not a stream.
+    assert!(kmod_interface::xattr::fget(fd, DOS_XATTR)
+        .unwrap()
+        .is_some());
+    assert_eq!(streams::names(fd).unwrap().len(), 2);
+
+    // One xattr value holds at most 64 KiB: more is a full disk. Some file
+    // systems hold less (ext4 without ea_inode: about one block per file).
+    let max = crate::fsa::streams::MAX_STREAM_SIZE as usize;
+    let e = streams::write(fd, "big", &vec![7u8; max + 1]).unwrap_err();
+    assert_eq!(status(&e), NtStatus::DISK_FULL);
+    match streams::write(fd, "big", &vec![7u8; max]) {
+        Ok(()) => assert_eq!(streams::read(fd, "big").unwrap().unwrap().len(), max),
+        Err(e) => assert_eq!(status(&e), NtStatus::DISK_FULL),
+    }
+    streams::write(fd, "big", b"small").unwrap();
+
+    streams::remove(fd, "Stream One").unwrap();
+    streams::remove(fd, "Stream One").unwrap(); // already gone is fine
+    assert_eq!(streams::names(fd).unwrap(), vec!["\u{5}odd\n?*", "big"]);
+    streams::remove_all(fd).unwrap();
+    assert!(streams::list(fd).unwrap().is_empty());
+    assert!(kmod_interface::xattr::fget(fd, DOS_XATTR)
+        .unwrap()
+        .is_some());
+}

@@ -50,6 +50,8 @@ pub struct Open {
     pub dir: Option<DirCursor>,
     /// This handle's part in LastWriteTime updates (the file's is in the broker).
     pub write_time: OpenWriteTime,
+    /// Named stream of the file this open is on (its stored spelling).
+    pub stream: Option<String>,
 }
 
 /// Runs a file-system call on a blocking thread as `id`, mapping errors to NTSTATUS.
@@ -138,6 +140,9 @@ impl Connection {
                 debug!(path = %open.path.display(), ?status, "cannot store write time on close");
             }
         }
+        if outcome.delete_stream {
+            super::streams::remove_stream(&open).await;
+        }
         if let (Some(path), Some(_)) = (outcome.delete, open.share.root.as_ref()) {
             let share = open.share.clone();
             let is_dir = open.is_dir;
@@ -174,8 +179,14 @@ impl Connection {
         }
         validate_create(&req)?;
         let parsed = names::smb_path_to_components(&req.name)?;
-        if parsed.stream.is_some() {
-            return Err(NtStatus::OBJECT_NAME_INVALID);
+        if let Some(stream) = parsed.stream.clone() {
+            let c = super::streams::StreamCreate {
+                share,
+                identity: user.identity.clone(),
+                tree_ro,
+                tree_id,
+            };
+            return self.create_stream(ctx, &req, &parsed, stream, c).await;
         }
         let rel = names::components_to_unix(&parsed.components);
         let mut want = access::map_generic(req.desired_access);
@@ -194,6 +205,7 @@ impl Connection {
             req.create_options,
             req.file_attributes,
         );
+        let opts = super::streams::default_stream_options(&parsed, opts)?;
         let trailing = parsed.trailing_slash;
         let is_root_path = parsed.components.is_empty();
         let st = self.st.clone();
@@ -300,6 +312,7 @@ impl Connection {
                 let key = FileKey {
                     dev: meta.dev,
                     ino: meta.ino,
+                    stream: 0,
                 };
                 st.broker.open(
                     key,
@@ -319,6 +332,7 @@ impl Connection {
                     };
                     if overwrite {
                         posix::set_size(fd.as_fd(), 0)?;
+                        posix::streams::remove_all(fd.as_fd())?;
                         posix::set_attributes(
                             fd.as_fd(),
                             (attrs & attr::SETTABLE) | attr::ARCHIVE,
@@ -398,6 +412,7 @@ impl Connection {
                 let key = FileKey {
                     dev: o.meta.dev,
                     ino: o.meta.ino,
+                    stream: 0,
                 };
                 st.broker.open(
                     key,
@@ -424,6 +439,7 @@ impl Connection {
         let key = FileKey {
             dev: meta.dev,
             ino: meta.ino,
+            stream: 0,
         };
         if let Some(t) = self.st.broker.write_time(key) {
             meta.last_write_time = t;
@@ -506,6 +522,7 @@ impl Connection {
                         | options::DELETE_ON_CLOSE),
                 dir: None,
                 write_time: OpenWriteTime::default(),
+                stream: None,
             },
         );
         ctx.related_fid = Some(fid);
@@ -582,6 +599,9 @@ impl Connection {
             return Err(NtStatus::INVALID_PARAMETER);
         }
         let fid = ctx.fid(req.file_id);
+        if self.open_mut(ctx, fid)?.stream.is_some() {
+            return self.read_stream(ctx, fid, &req).await;
+        }
         let broker_check = {
             let open = self.open_mut(ctx, fid)?;
             if open.is_dir {
@@ -639,6 +659,9 @@ impl Connection {
             return Err(NtStatus::INVALID_PARAMETER);
         }
         let fid = ctx.fid(req.file_id);
+        if self.open_mut(ctx, fid)?.stream.is_some() {
+            return self.write_stream(ctx, fid, &req, data).await;
+        }
         let (key, oid, fd, id, open_access) = {
             let open = self.open_mut(ctx, fid)?;
             if open.is_dir {

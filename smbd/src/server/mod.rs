@@ -11,6 +11,7 @@ pub mod negotiate;
 pub mod query;
 pub mod session;
 pub mod state;
+pub mod streams;
 pub mod tree;
 
 pub use state::{ServerState, Share};

@@ -169,6 +169,13 @@ impl Connection {
         if req.output_buffer_length > self.neg.max_transact {
             return Err(NtStatus::INVALID_PARAMETER);
         }
+        // FileNormalizedNameInformation exists from SMB 3.1.1 on (MS-SMB2 3.3.5.20.1).
+        if req.info_type == INFO_FILE
+            && req.file_info_class == crate::fsa::info::class::NORMALIZED_NAME
+            && self.neg.dialect < 0x0311
+        {
+            return Err(NtStatus::NOT_SUPPORTED);
+        }
         let fid = ctx.fid(req.file_id);
         let broker = &self.st.broker;
         let open = self.opens.get(&fid.volatile).filter(|o| {
@@ -187,11 +194,16 @@ impl Connection {
                 {
                     return Err(NtStatus::ACCESS_DENIED);
                 }
-                let meta = fs(id, move || posix::stat(fd.as_fd())).await?;
+                let meta = super::streams::stat_open(open).await?;
                 let meta = held_write_time(broker, meta);
+                let normalized = super::streams::normalized_name(open);
                 let view = OpenView {
                     meta: &meta,
-                    name: &open.smb_name,
+                    name: if req.file_info_class == crate::fsa::info::class::NORMALIZED_NAME {
+                        &normalized
+                    } else {
+                        &open.smb_name
+                    },
                     position: open.position,
                     mode: open.mode,
                     access: open.access,
@@ -199,7 +211,11 @@ impl Connection {
                     ea_size: 0,
                     volume_serial: u64::from(open.share.serial),
                 };
-                query_file_info(req.file_info_class, &view, max)?
+                if req.file_info_class == crate::fsa::info::class::STREAM {
+                    super::streams::stream_information(open, max).await?
+                } else {
+                    query_file_info(req.file_info_class, &view, max)?
+                }
             }
             INFO_FILESYSTEM => {
                 let serial = open.share.serial;
@@ -328,19 +344,23 @@ impl Connection {
                         if open.is_dir {
                             return Err(NtStatus::INVALID_PARAMETER);
                         }
-                        let hold = st.broker.write_time_needs_hold(open.key);
-                        let pre = fs(id, move || {
-                            let pre = hold_mtime(fd.as_fd(), hold)?;
-                            posix::set_size(fd.as_fd(), size)?;
-                            Ok(pre)
-                        })
-                        .await?;
-                        st.broker.write_time_modified(
-                            open.key,
-                            &mut open.write_time,
-                            Change::Resize,
-                            pre,
-                        );
+                        if open.stream.is_some() {
+                            super::streams::set_size(open, size, false).await?;
+                        } else {
+                            let hold = st.broker.write_time_needs_hold(open.key);
+                            let pre = fs(id, move || {
+                                let pre = hold_mtime(fd.as_fd(), hold)?;
+                                posix::set_size(fd.as_fd(), size)?;
+                                Ok(pre)
+                            })
+                            .await?;
+                            st.broker.write_time_modified(
+                                open.key,
+                                &mut open.write_time,
+                                Change::Resize,
+                                pre,
+                            );
+                        }
                     }
                     SetFileInfo::Allocation(size) => {
                         if open.access & access::FILE_WRITE_DATA == 0 {
@@ -349,24 +369,28 @@ impl Connection {
                         if open.is_dir {
                             return Err(NtStatus::INVALID_PARAMETER);
                         }
-                        let hold = st.broker.write_time_needs_hold(open.key);
-                        let pre = fs(id, move || {
-                            let pre = hold_mtime(fd.as_fd(), hold)?;
-                            let cur = posix::stat(fd.as_fd())?.size;
-                            if size < cur {
-                                posix::set_size(fd.as_fd(), size)?;
-                            } else {
-                                posix::allocate(fd.as_fd(), size)?;
-                            }
-                            Ok(pre)
-                        })
-                        .await?;
-                        st.broker.write_time_modified(
-                            open.key,
-                            &mut open.write_time,
-                            Change::Resize,
-                            pre,
-                        );
+                        if open.stream.is_some() {
+                            super::streams::set_size(open, size, true).await?;
+                        } else {
+                            let hold = st.broker.write_time_needs_hold(open.key);
+                            let pre = fs(id, move || {
+                                let pre = hold_mtime(fd.as_fd(), hold)?;
+                                let cur = posix::stat(fd.as_fd())?.size;
+                                if size < cur {
+                                    posix::set_size(fd.as_fd(), size)?;
+                                } else {
+                                    posix::allocate(fd.as_fd(), size)?;
+                                }
+                                Ok(pre)
+                            })
+                            .await?;
+                            st.broker.write_time_modified(
+                                open.key,
+                                &mut open.write_time,
+                                Change::Resize,
+                                pre,
+                            );
+                        }
                     }
                     SetFileInfo::Rename { replace, name, .. } => {
                         self.rename(ctx, fid, replace, &name).await?
@@ -461,8 +485,12 @@ impl Connection {
             return Err(NtStatus::ACCESS_DENIED);
         }
         let target = names::smb_path_to_components(name.trim_start_matches('\\'))?;
-        if target.stream.is_some() {
+        if open.stream.is_some() || target.stream.is_some() {
             return Err(NtStatus::NOT_SUPPORTED);
+        }
+        // A file whose streams are open elsewhere keeps its name (Windows).
+        if st.broker.streams_open(open.key) {
+            return Err(NtStatus::ACCESS_DENIED);
         }
         let to = names::components_to_unix(&target.components);
         let from = st
@@ -493,6 +521,7 @@ impl Connection {
                 let key = crate::fsa::broker::FileKey {
                     dev: p.meta.dev,
                     ino: p.meta.ino,
+                    stream: 0,
                 };
                 if st2
                     .broker
@@ -514,6 +543,7 @@ impl Connection {
                     let key = crate::fsa::broker::FileKey {
                         dev: t.meta.dev,
                         ino: t.meta.ino,
+                        stream: 0,
                     };
                     if t.meta.is_dir() || st2.broker.open_count(key) > 0 {
                         return Err(std::io::Error::from_raw_os_error(
@@ -552,6 +582,7 @@ fn held_write_time(broker: &Broker, mut m: FileMeta) -> FileMeta {
     if let Some(t) = broker.write_time(FileKey {
         dev: m.dev,
         ino: m.ino,
+        stream: 0,
     }) {
         m.last_write_time = t;
     }
