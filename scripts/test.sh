@@ -4,7 +4,7 @@
 #   -> smbtorture conformance list -> fuzz smoke (if fuzz/ exists).
 # Fails fast at the first failing section.
 #
-# Environment: TORTURE_LIST [tests/smbtorture/default.list]   FUZZ_SECONDS [20] per fuzz target
+# Environment: TORTURE_LIST [tests/smbtorture/default.list]   FUZZ_SECONDS [15] per fuzz target
 #   HOLDFAST_SKIP_PEERS=1 lets integration tests skip when smbclient/smbprotocol are missing
 #   SKIP_INSTALL=1 does not try to install missing dependencies
 #   SKIP_LINT=1 skips fmt and clippy (local use only; CI runs everything)
@@ -65,19 +65,7 @@ section "smbtorture conformance list"
 
 section "fuzz smoke"
 if [ -f "$REPO_ROOT/fuzz/Cargo.toml" ]; then
-  if ! cargo fuzz --version >/dev/null 2>&1; then
-    info "installing cargo-fuzz"
-    cargo install --locked cargo-fuzz
-  fi
-  # cargo-fuzz needs nightly -Z flags; the machine has one stable toolchain.
-  export RUSTC_BOOTSTRAP=1
-  mapfile -t targets < <(cd "$REPO_ROOT/fuzz" && cargo fuzz list)
-  for t in "${targets[@]}"; do
-    info "fuzz target $t for ${FUZZ_SECONDS:-20}s"
-    (cd "$REPO_ROOT/fuzz" && timeout $((${FUZZ_SECONDS:-20} + 600)) \
-      cargo fuzz run "$t" -- -max_total_time="${FUZZ_SECONDS:-20}")
-  done
-  info "fuzz smoke: ${#targets[@]} targets ok"
+  "$REPO_ROOT/scripts/fuzz.sh" "${FUZZ_SECONDS:-15}"
 else
   info "no fuzz/ directory: skipped"
 fi
