@@ -306,7 +306,6 @@ impl Connection {
         let bounds = crate::wire::frame::split_compound(buf)
             .map_err(|e| format!("bad compound chain: {e}"))?;
         let mut out = BytesMut::new();
-        let mut prev_start: Option<usize> = None;
         let mut related_fid: Option<FileId> = None;
         // Session a related request inherits: 0 once a request named a
         // session that does not exist, so that what follows fails.
@@ -315,7 +314,14 @@ impl Connection {
         // Error of a failed CREATE, which related requests inherit (they
         // have no FileId to work on).
         let mut create_error: Option<NtStatus> = None;
-        let count = bounds.len();
+        // The last request that gets a response (CANCEL gets none): its
+        // response ends the chain, and only it may go async.
+        let last_idx = bounds
+            .iter()
+            .rposition(|&(s, e)| {
+                Header::decode(&buf[s..e]).map_or(true, |h| h.cmd() != Some(Command::Cancel))
+            })
+            .unwrap_or(0);
         for (idx, &(start, end)) in bounds.iter().enumerate() {
             let msg = &buf[start..end];
             let mut hdr = Header::decode(msg).map_err(|e| format!("bad header: {e}"))?;
@@ -362,7 +368,7 @@ impl Connection {
                         let r = self.dispatch(&mut ctx).instrument(span).await;
                         related_fid = ctx.related_fid;
                         match (r, self.async_work.take()) {
-                            (Ok(_), Some(work)) => self.go_async(&hdr, work, idx + 1 == count),
+                            (Ok(_), Some(work)) => self.go_async(&hdr, work, idx >= last_idx),
                             (r, _) => r.map(|r| (r, ReplyKind::Sync)),
                         }
                     }
@@ -392,13 +398,7 @@ impl Connection {
                     create_error = None;
                 }
             }
-            let last = idx + 1 == count;
-            if let Some(p) = prev_start {
-                let off = out.len() - p;
-                out[p + offsets::NEXT_COMMAND..p + offsets::NEXT_COMMAND + 4]
-                    .copy_from_slice(&(off as u32).to_le_bytes());
-            }
-            prev_start = Some(out.len());
+            let last = idx >= last_idx;
             self.finish_reply(&hdr, reply, related && idx > 0, last, kind, &mut out);
             if self.terminate {
                 break;
@@ -632,7 +632,12 @@ impl Connection {
         h.encode(&mut hb);
         buf[..HEADER_LEN].copy_from_slice(&hb);
         if !last {
+            // NextCommand is part of what the signature covers, so it is set
+            // here, before signing, to this response's padded length.
             crate::wire::pad_to(&mut buf, 8);
+            let next = buf.len() as u32;
+            buf[offsets::NEXT_COMMAND..offsets::NEXT_COMMAND + 4]
+                .copy_from_slice(&next.to_le_bytes());
         }
         if self.should_sign(req, &h) {
             if let Some((key, alg)) = self
