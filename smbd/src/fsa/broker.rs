@@ -10,7 +10,8 @@ use super::writetime::{Change, FileWriteTime, OpenWriteTime};
 use crate::wire::NtStatus;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use tokio::sync::Notify;
 
 /// Identifies a file (and one of its data streams) independent of its name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -74,6 +75,9 @@ struct FileState {
     delete_deferred: bool,
     locks: Vec<ByteLock>,
     write_time: FileWriteTime,
+    /// Woken whenever locks of this file are released, so that blocked
+    /// (pending) lock requests retry.
+    unlocked: Arc<Notify>,
 }
 
 /// What the last close of an open means for the file.
@@ -234,7 +238,11 @@ impl Broker {
                 st.delete_pending = true;
             }
         }
+        let before = st.locks.len();
         st.locks.retain(|l| l.open_id != open_id);
+        if st.locks.len() != before {
+            st.unlocked.notify_waiters();
+        }
         if !st.opens.is_empty() {
             return CloseOutcome {
                 delete: None,
@@ -426,7 +434,15 @@ impl Broker {
             .position(|l| l.open_id == open_id && l.offset == offset && l.length == length)
             .ok_or(NtStatus::RANGE_NOT_LOCKED)?;
         st.locks.remove(pos);
+        st.unlocked.notify_waiters();
         Ok(())
+    }
+
+    /// Notified when locks of an open file are released; None if the file
+    /// has no opens. A waiter must register (`Notified::enable`) before
+    /// retrying its lock, so that no release is missed in between.
+    pub fn unlock_notify(&self, key: FileKey) -> Option<Arc<Notify>> {
+        self.files().get(&key).map(|s| s.unlocked.clone())
     }
 
     /// May this open read (or write) this range, given others' locks?
@@ -634,5 +650,33 @@ mod tests {
         assert!(out.delete_stream);
         assert_eq!(out.delete, None);
         assert!(!b.delete_pending(K));
+    }
+
+    #[tokio::test]
+    async fn unlock_wakes_waiters() {
+        let b = Broker::new();
+        b.open(K, "f".into(), 1, RW, share::ALL, false).unwrap();
+        b.open(K, "f".into(), 2, RW, share::ALL, false).unwrap();
+        b.lock(K, 1, 0, 10, true).unwrap();
+        let n = b.unlock_notify(K).unwrap();
+        let waiter = n.notified();
+        tokio::pin!(waiter);
+        waiter.as_mut().enable();
+        assert_eq!(b.lock(K, 2, 0, 10, true), Err(NtStatus::LOCK_NOT_GRANTED));
+        b.unlock(K, 1, 0, 10).unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(1), waiter)
+            .await
+            .expect("unlock must wake the waiter");
+        b.lock(K, 2, 0, 10, true).unwrap();
+        // closing an open with locks wakes waiters too
+        let n = b.unlock_notify(K).unwrap();
+        let waiter = n.notified();
+        tokio::pin!(waiter);
+        waiter.as_mut().enable();
+        b.close(K, 2);
+        tokio::time::timeout(std::time::Duration::from_secs(1), waiter)
+            .await
+            .expect("close must wake the waiter");
+        assert!(b.unlock_notify(FileKey { dev: 9, ino: 9 }).is_none());
     }
 }

@@ -2,16 +2,21 @@
 
 use super::credits::{self, CreditWindow};
 use super::files::Open;
+use super::pending::{AsyncWork, Pending, PendingTable, MAX_PENDING};
 use super::session::Session;
 use super::state::ServerState;
 use crate::server::crypto::{self, PreauthHash, SigningAlgorithm};
-use crate::wire::header::{self, offsets, FLAGS_RELATED_OPERATIONS, FLAGS_SERVER_TO_REDIR};
+use crate::wire::header::{
+    self, offsets, FLAGS_ASYNC_COMMAND, FLAGS_RELATED_OPERATIONS, FLAGS_SERVER_TO_REDIR,
+};
 use crate::wire::{Command, FileId, Header, NtStatus, HEADER_LEN};
 use bytes::{BufMut, BytesMut};
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
 use tracing::{debug, info, warn, Instrument};
 
 /// Largest frame accepted before NEGOTIATE has set the real limit.
@@ -53,6 +58,20 @@ pub struct Ctx<'a> {
     /// FileId produced or used by the previous request of a related chain.
     pub related_fid: Option<FileId>,
 }
+
+/// How a response relates to the request it answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReplyKind {
+    /// An ordinary (synchronous) response.
+    Sync,
+    /// The STATUS_PENDING interim response carrying the new AsyncId.
+    Interim(u64),
+    /// The final response of a request that went async.
+    Final(u64),
+}
+
+/// A pending request's task reports its result under its AsyncId.
+type AsyncDone = (u64, Result<Reply, NtStatus>);
 
 impl Ctx<'_> {
     /// Substitutes the chain's FileId for the all-ones placeholder.
@@ -98,10 +117,21 @@ pub struct Connection {
     pub logged_off: Vec<u64>,
     /// Session whose key decrypted the chain being processed.
     pub encrypted_chain: Option<u64>,
+    /// Requests answered with STATUS_PENDING and not yet completed.
+    pub pending: PendingTable,
+    /// Finished frames produced outside the current chain's response (final
+    /// responses of cancelled requests), sent before it.
+    pub outbox: Vec<BytesMut>,
+    /// Set by a handler that cannot finish now: the request goes async and
+    /// this continuation produces the final response.
+    pub async_work: Option<AsyncWork>,
+    done_tx: mpsc::UnboundedSender<AsyncDone>,
+    done_rx: Option<mpsc::UnboundedReceiver<AsyncDone>>,
 }
 
 impl Connection {
     pub fn new(st: Arc<ServerState>, peer: SocketAddr, conn_id: u64) -> Self {
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
         Connection {
             st,
             peer,
@@ -114,6 +144,11 @@ impl Connection {
             terminate: false,
             logged_off: Vec::new(),
             encrypted_chain: None,
+            pending: PendingTable::default(),
+            outbox: Vec::new(),
+            async_work: None,
+            done_tx,
+            done_rx: Some(done_rx),
         }
     }
 
@@ -131,14 +166,14 @@ impl Connection {
     }
 
     /// Serves the connection until the peer leaves, a protocol violation, or shutdown.
-    pub async fn run<S>(mut self, mut sock: S)
+    pub async fn run<S>(mut self, sock: S)
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let span = tracing::info_span!("conn", id = self.conn_id, peer = %self.peer);
         async {
             info!("connected");
-            let why = self.serve(&mut sock).await;
+            let why = self.serve(sock).await;
             self.teardown().await;
             info!(reason = %why, "disconnected");
         }
@@ -146,45 +181,62 @@ impl Connection {
         .await
     }
 
-    async fn serve<S>(&mut self, sock: &mut S) -> String
+    /// Runs the reader, the request loop and the writer concurrently. The
+    /// reader only frames bytes; the writer owns the write half, so final
+    /// responses of async requests (and later, break notifications) can be
+    /// sent whenever they are ready.
+    async fn serve<S>(&mut self, sock: S) -> String
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let mut len_buf = [0u8; 4];
+        let (rd, wr) = tokio::io::split(sock);
+        let max_frame = Arc::new(AtomicUsize::new(self.max_frame()));
+        let (frame_tx, frame_rx) = mpsc::channel(4);
+        let (out_tx, out_rx) = mpsc::unbounded_channel();
+        let reader = read_frames(rd, max_frame.clone(), frame_tx);
+        let writer = write_frames(wr, out_rx);
+        let main = self.request_loop(frame_rx, out_tx, max_frame);
+        let work = async {
+            let (why, ()) = tokio::join!(main, writer);
+            why
+        };
+        tokio::select! {
+            why = work => why,
+            () = reader => "reader stopped".into(),
+        }
+    }
+
+    /// Processes frames from the reader and completions of async requests,
+    /// one at a time, and queues the resulting frames for the writer.
+    async fn request_loop(
+        &mut self,
+        mut frames: mpsc::Receiver<Result<Vec<u8>, String>>,
+        out: mpsc::UnboundedSender<BytesMut>,
+        max_frame: Arc<AtomicUsize>,
+    ) -> String {
+        let Some(mut done_rx) = self.done_rx.take() else {
+            return "connection served twice".into();
+        };
         loop {
-            if let Err(e) = sock.read_exact(&mut len_buf).await {
-                return format!("read: {e}");
-            }
-            let len = match crate::wire::frame::parse_frame_len(len_buf) {
-                Ok(l) => l,
-                Err(e) => return format!("bad frame header: {e}"),
+            let resp = tokio::select! {
+                f = frames.recv() => match f {
+                    Some(Ok(buf)) => match self.process_frame(buf).await {
+                        Ok(r) => r,
+                        Err(why) => return why,
+                    },
+                    Some(Err(why)) => return why,
+                    None => return "reader gone".into(),
+                },
+                Some((async_id, result)) = done_rx.recv() => {
+                    self.complete_async(async_id, result);
+                    None
+                }
             };
-            if len > self.max_frame() {
-                warn!(
-                    len,
-                    max = self.max_frame(),
-                    "frame larger than negotiated maximum"
-                );
-                return "oversized frame".into();
-            }
-            if len < 4 {
-                return "runt frame".into();
-            }
-            let mut buf = vec![0u8; len];
-            if let Err(e) = sock.read_exact(&mut buf).await {
-                return format!("read: {e}");
-            }
-            let out = match self.process_frame(buf).await {
-                Ok(Some(out)) => out,
-                Ok(None) => continue,
-                Err(why) => return why,
-            };
-            let hdr = crate::wire::frame::frame_header(out.len());
-            if let Err(e) = sock.write_all(&hdr).await {
-                return format!("write: {e}");
-            }
-            if let Err(e) = sock.write_all(&out).await {
-                return format!("write: {e}");
+            max_frame.store(self.max_frame(), Ordering::Relaxed);
+            for f in std::mem::take(&mut self.outbox).into_iter().chain(resp) {
+                if out.send(f).is_err() {
+                    return "writer gone".into();
+                }
             }
             if self.terminate {
                 return "terminated by server".into();
@@ -254,12 +306,22 @@ impl Connection {
         let bounds = crate::wire::frame::split_compound(buf)
             .map_err(|e| format!("bad compound chain: {e}"))?;
         let mut out = BytesMut::new();
-        let mut prev_start: Option<usize> = None;
         let mut related_fid: Option<FileId> = None;
+        // Session a related request inherits: 0 once a request named a
+        // session that does not exist, so that what follows fails.
         let mut chain_session: u64 = 0;
         let mut chain_tree: u32 = 0;
-        let mut chain_status = NtStatus::SUCCESS;
-        let count = bounds.len();
+        // Error of a failed CREATE, which related requests inherit (they
+        // have no FileId to work on).
+        let mut create_error: Option<NtStatus> = None;
+        // The last request that gets a response (CANCEL gets none): its
+        // response ends the chain, and only it may go async.
+        let last_idx = bounds
+            .iter()
+            .rposition(|&(s, e)| {
+                Header::decode(&buf[s..e]).map_or(true, |h| h.cmd() != Some(Command::Cancel))
+            })
+            .unwrap_or(0);
         for (idx, &(start, end)) in bounds.iter().enumerate() {
             let msg = &buf[start..end];
             let mut hdr = Header::decode(msg).map_err(|e| format!("bad header: {e}"))?;
@@ -280,14 +342,19 @@ impl Connection {
                 hdr.set_tree_id(chain_tree);
             }
             if cmd == Some(Command::Cancel) {
-                // Nothing is ever pending yet, so there is nothing to cancel and no reply.
+                // CANCEL never gets a response of its own (MS-SMB2 3.3.5.16).
+                self.cancel_request(&hdr);
                 continue;
             }
             let span = tracing::debug_span!("req", cmd = ?cmd, mid = hdr.message_id, sid = hdr.session_id, tid = hdr.tree_id());
-            let result = if related && idx == 0 {
+            let result = if cmd.is_none() {
                 Err(NtStatus::INVALID_PARAMETER)
-            } else if related && chain_status.is_error() && idx > 0 {
-                Err(chain_status)
+            } else if related && (idx == 0 || !self.sessions.contains_key(&hdr.session_id)) {
+                // A related request without a usable inherited session
+                // (first in the chain, or after a bad SessionId).
+                Err(NtStatus::INVALID_PARAMETER)
+            } else if let Some(status) = create_error.filter(|_| related) {
+                Err(status)
             } else {
                 match self.check_signature(&hdr, msg) {
                     Err(s) => Err(s),
@@ -297,40 +364,42 @@ impl Connection {
                             msg,
                             related_fid: if related { related_fid } else { None },
                         };
+                        self.async_work = None;
                         let r = self.dispatch(&mut ctx).instrument(span).await;
                         related_fid = ctx.related_fid;
-                        r
+                        match (r, self.async_work.take()) {
+                            (Ok(_), Some(work)) => self.go_async(&hdr, work, idx >= last_idx),
+                            (r, _) => r.map(|r| (r, ReplyKind::Sync)),
+                        }
                     }
                 }
             };
-            let reply = match result {
+            let (reply, kind) = match result {
                 Ok(r) => r,
                 Err(status) => {
                     debug!(?cmd, ?status, "request failed");
-                    let mut b = Reply::buf();
-                    error_body(&mut b);
-                    Reply { status, buf: b }
+                    (error_reply(status), ReplyKind::Sync)
                 }
             };
             // Remember what later related requests inherit.
-            chain_session = reply_session_id(&hdr, &reply);
-            chain_tree = reply_tree_id(&hdr, &reply);
-            chain_status = if reply.status.is_error() {
-                reply.status
+            let sid = reply_session_id(&hdr, &reply);
+            // A related first request inherits nothing, like a bad session.
+            chain_session = if !(related && idx == 0) && self.sessions.contains_key(&sid) {
+                sid
             } else {
-                NtStatus::SUCCESS
+                0
             };
-            if cmd == Some(Command::Create) && reply.status.is_error() {
-                related_fid = None;
+            chain_tree = reply_tree_id(&hdr, &reply);
+            if cmd == Some(Command::Create) {
+                if reply.status.is_error() {
+                    related_fid = None;
+                    create_error = Some(reply.status);
+                } else {
+                    create_error = None;
+                }
             }
-            let last = idx + 1 == count;
-            if let Some(p) = prev_start {
-                let off = out.len() - p;
-                out[p + offsets::NEXT_COMMAND..p + offsets::NEXT_COMMAND + 4]
-                    .copy_from_slice(&(off as u32).to_le_bytes());
-            }
-            prev_start = Some(out.len());
-            self.finish_reply(&hdr, reply, related && idx > 0, last, &mut out);
+            let last = idx >= last_idx;
+            self.finish_reply(&hdr, reply, related && idx > 0, last, kind, &mut out);
             if self.terminate {
                 break;
             }
@@ -342,6 +411,131 @@ impl Connection {
             return Ok(None);
         }
         Ok(Some(out))
+    }
+
+    /// Registers a request whose handler asked to finish later, and returns
+    /// its interim response. Only the last request of a chain may go async;
+    /// one in the middle fails with STATUS_INTERNAL_ERROR, as Windows does
+    /// (MS-SMB2 <159>, checked by smbtorture compound.interim2).
+    fn go_async(
+        &mut self,
+        req: &Header,
+        work: AsyncWork,
+        last: bool,
+    ) -> Result<(Reply, ReplyKind), NtStatus> {
+        if !last {
+            return Err(NtStatus::INTERNAL_ERROR);
+        }
+        if self.pending.len() >= MAX_PENDING {
+            warn!(limit = MAX_PENDING, "too many pending requests");
+            return Err(NtStatus::INSUFFICIENT_RESOURCES);
+        }
+        let async_id = self.pending.next_async_id();
+        let done = self.done_tx.clone();
+        let (kind, file, gate) = (work.kind, work.file, work.gate.clone());
+        let fut = work.into_future();
+        let task = tokio::spawn(
+            async move {
+                let r = fut.await;
+                let _ = done.send((async_id, r));
+            }
+            .instrument(tracing::debug_span!(
+                "async",
+                async_id,
+                mid = req.message_id
+            )),
+        );
+        debug!(async_id, ?kind, "request went async");
+        self.pending.insert(Pending {
+            async_id,
+            req: req.clone(),
+            kind,
+            file,
+            encrypted: self.encrypted_chain,
+            gate,
+            abort: Some(task.abort_handle()),
+        });
+        Ok((error_reply(NtStatus::PENDING), ReplyKind::Interim(async_id)))
+    }
+
+    /// CANCEL: ends the pending request it names with STATUS_CANCELLED. A
+    /// request that is not (or no longer) pending is ignored.
+    fn cancel_request(&mut self, hdr: &Header) {
+        let id = if hdr.is_async() {
+            Some(hdr.async_id()).filter(|id| self.pending.get(*id).is_some())
+        } else {
+            self.pending.by_message_id(hdr.message_id)
+        };
+        match id {
+            Some(id) => self.end_pending(id, NtStatus::CANCELLED),
+            None => debug!(mid = hdr.message_id, "cancel for nothing pending"),
+        }
+    }
+
+    /// Ends a pending request with `status`, unless its task already
+    /// committed a result (its final response then follows from the task).
+    pub fn end_pending(&mut self, async_id: u64, status: NtStatus) {
+        let Some(p) = self.pending.get(async_id) else {
+            return;
+        };
+        if !p.gate.cancel() {
+            return;
+        }
+        if let Some(p) = self.pending.remove(async_id) {
+            if let Some(a) = &p.abort {
+                a.abort();
+            }
+            debug!(async_id, ?status, "pending request ended");
+            self.send_final(&p, error_reply(status));
+        }
+    }
+
+    /// Ends the pending requests waiting on an open that is being closed.
+    pub fn end_pending_on_file(&mut self, volatile: u64) {
+        for id in self.pending.ids_where(|p| p.file == Some(volatile)) {
+            let status = self
+                .pending
+                .get(id)
+                .map_or(NtStatus::CANCELLED, |p| p.kind.closed_status());
+            self.end_pending(id, status);
+        }
+    }
+
+    /// A pending request's task finished: send its final response.
+    fn complete_async(&mut self, async_id: u64, result: Result<Reply, NtStatus>) {
+        let Some(p) = self.pending.remove(async_id) else {
+            return;
+        };
+        let reply = result.unwrap_or_else(error_reply);
+        debug!(async_id, status = ?reply.status, "async request completed");
+        self.send_final(&p, reply);
+    }
+
+    /// Builds, signs or encrypts the final response of a pending request and
+    /// queues it.
+    fn send_final(&mut self, p: &Pending, reply: Reply) {
+        let mut out = BytesMut::new();
+        let saved = std::mem::replace(&mut self.encrypted_chain, p.encrypted);
+        self.finish_reply(
+            &p.req,
+            reply,
+            false,
+            true,
+            ReplyKind::Final(p.async_id),
+            &mut out,
+        );
+        self.encrypted_chain = saved;
+        let frame = match p.encrypted {
+            Some(sid) => match self.encrypt_for(sid, &out) {
+                Ok(f) => f,
+                Err(e) => {
+                    debug!(error = %e, "final response dropped");
+                    return;
+                }
+            },
+            None => out,
+        };
+        self.outbox.push(frame);
     }
 
     fn consume_credits(&mut self, hdr: &Header) -> bool {
@@ -402,10 +596,12 @@ impl Connection {
         reply: Reply,
         related: bool,
         last: bool,
+        kind: ReplyKind,
         out: &mut BytesMut,
     ) {
         let want = req.credits.max(1);
-        let granted = if req.cmd() == Some(Command::Cancel) {
+        // Credits go with the interim response of an async request, none with its final one.
+        let granted = if req.cmd() == Some(Command::Cancel) || matches!(kind, ReplyKind::Final(_)) {
             0
         } else {
             self.credits.grant(want)
@@ -427,12 +623,21 @@ impl Connection {
         }
         h.session_id = reply_session_id(req, &reply);
         h.set_tree_id(reply_tree_id(req, &reply));
+        if let ReplyKind::Interim(id) | ReplyKind::Final(id) = kind {
+            h.flags |= FLAGS_ASYNC_COMMAND;
+            h.async_or_tree = id;
+        }
         let mut buf = reply.buf;
         let mut hb = BytesMut::with_capacity(HEADER_LEN);
         h.encode(&mut hb);
         buf[..HEADER_LEN].copy_from_slice(&hb);
         if !last {
+            // NextCommand is part of what the signature covers, so it is set
+            // here, before signing, to this response's padded length.
             crate::wire::pad_to(&mut buf, 8);
+            let next = buf.len() as u32;
+            buf[offsets::NEXT_COMMAND..offsets::NEXT_COMMAND + 4]
+                .copy_from_slice(&next.to_le_bytes());
         }
         if self.should_sign(req, &h) {
             if let Some((key, alg)) = self
@@ -502,7 +707,7 @@ impl Connection {
                     Command::QueryDirectory => self.query_directory(ctx).await,
                     Command::QueryInfo => self.query_info(ctx).await,
                     Command::SetInfo => self.set_info(ctx).await,
-                    Command::ChangeNotify => Err(NtStatus::NOT_IMPLEMENTED),
+                    Command::ChangeNotify => self.change_notify(ctx).await,
                     Command::OplockBreak => Err(NtStatus::INVALID_OPLOCK_PROTOCOL),
                     Command::Negotiate
                     | Command::SessionSetup
@@ -524,6 +729,7 @@ impl Connection {
 
     /// Closes every open and session when the connection ends.
     async fn teardown(&mut self) {
+        self.pending.abort_all();
         let ids: Vec<u64> = self.opens.keys().copied().collect();
         for id in ids {
             if let Some(open) = self.opens.remove(&id) {
@@ -545,6 +751,13 @@ impl Connection {
         }
         Ok(())
     }
+}
+
+/// A reply with `status` and the SMB2 ERROR body.
+pub fn error_reply(status: NtStatus) -> Reply {
+    let mut b = Reply::buf();
+    error_body(&mut b);
+    Reply { status, buf: b }
 }
 
 /// Writes the 9-byte SMB2 ERROR response body.
@@ -582,4 +795,59 @@ fn reply_tree_id(req: &Header, reply: &Reply) -> u32 {
     } else {
         req.tree_id()
     }
+}
+
+/// Reads transport frames and hands them to the request loop; reports the
+/// reason the stream ended as its last item, then waits forever (the request
+/// loop decides when the connection is over).
+async fn read_frames<R: AsyncRead + Unpin>(
+    mut rd: R,
+    max_frame: Arc<AtomicUsize>,
+    tx: mpsc::Sender<Result<Vec<u8>, String>>,
+) {
+    let why = loop {
+        let mut len_buf = [0u8; 4];
+        if let Err(e) = rd.read_exact(&mut len_buf).await {
+            break format!("read: {e}");
+        }
+        let len = match crate::wire::frame::parse_frame_len(len_buf) {
+            Ok(l) => l,
+            Err(e) => break format!("bad frame header: {e}"),
+        };
+        let max = max_frame.load(Ordering::Relaxed);
+        if len > max {
+            warn!(len, max, "frame larger than negotiated maximum");
+            break "oversized frame".into();
+        }
+        if len < 4 {
+            break "runt frame".into();
+        }
+        let mut buf = vec![0u8; len];
+        if let Err(e) = rd.read_exact(&mut buf).await {
+            break format!("read: {e}");
+        }
+        if tx.send(Ok(buf)).await.is_err() {
+            break "request loop gone".into();
+        }
+    };
+    let _ = tx.send(Err(why)).await;
+    std::future::pending::<()>().await
+}
+
+/// Owns the write half: sends each finished frame with its transport header,
+/// until every sender is gone (everything queued is flushed first).
+async fn write_frames<W: AsyncWrite + Unpin>(mut wr: W, mut rx: mpsc::UnboundedReceiver<BytesMut>) {
+    while let Some(frame) = rx.recv().await {
+        let hdr = crate::wire::frame::frame_header(frame.len());
+        if let Err(e) = async {
+            wr.write_all(&hdr).await?;
+            wr.write_all(&frame).await
+        }
+        .await
+        {
+            debug!(error = %e, "write failed");
+            return;
+        }
+    }
+    let _ = wr.flush().await;
 }

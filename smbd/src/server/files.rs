@@ -1,6 +1,7 @@
 //! Opens and the file commands: CREATE, CLOSE, READ, WRITE, FLUSH, LOCK, IOCTL.
 
 use super::conn::{Connection, Ctx, Reply};
+use super::pending::{AsyncWork, Attempt, Gate, PendingKind};
 use super::state::Share;
 use crate::fsa::broker::FileKey;
 use crate::fsa::names;
@@ -10,7 +11,7 @@ use crate::posix::{self, CreateMode, DirMode, OpenRequest};
 use crate::wire::close::{CloseRequest, CloseResponse};
 use crate::wire::create::{CreateContext, CreateRequest, CreateResponse};
 use crate::wire::ioctl::{IoctlRequest, IoctlResponse};
-use crate::wire::lock::LockRequest;
+use crate::wire::lock::{LockRequest, LockResponse};
 use crate::wire::rw::{ReadRequest, ReadResponse, WriteRequest, WriteResponse};
 use crate::wire::simple::FlushRequest;
 use crate::wire::{FileId, NtStatus};
@@ -115,6 +116,7 @@ impl Connection {
             .collect();
         for id in ids {
             if let Some(o) = self.opens.remove(&id) {
+                self.end_pending_on_file(id);
                 self.close_open(o).await;
             }
         }
@@ -541,6 +543,7 @@ impl Connection {
             .remove(&fid.volatile)
             .ok_or(NtStatus::FILE_CLOSED)?;
         ctx.related_fid = Some(fid);
+        self.end_pending_on_file(fid.volatile);
         let held = self
             .st
             .broker
@@ -770,6 +773,51 @@ impl Connection {
                     )
                 }
             };
+            let blocking = !unlocking && req.locks.len() == 1 && f & LOCKFLAG_FAIL_IMMEDIATELY == 0;
+            if blocking && result == Err(NtStatus::LOCK_NOT_GRANTED) {
+                // A blocking lock waits until the conflicting locks go away.
+                let l = *l;
+                let st = self.st.clone();
+                let gate = Gate::default();
+                let g = gate.clone();
+                let exclusive = f & LOCKFLAG_EXCLUSIVE_LOCK != 0;
+                self.async_work = Some(AsyncWork::new(
+                    PendingKind::Lock,
+                    Some(oid),
+                    gate,
+                    async move {
+                        loop {
+                            let n = st
+                                .broker
+                                .unlock_notify(key)
+                                .ok_or(NtStatus::RANGE_NOT_LOCKED)?;
+                            let released = n.notified();
+                            tokio::pin!(released);
+                            released.as_mut().enable();
+                            let attempt = g.attempt(|| {
+                                match st.broker.lock(key, oid, l.offset, l.length, exclusive) {
+                                    Err(NtStatus::LOCK_NOT_GRANTED) => None,
+                                    r => Some(r),
+                                }
+                            });
+                            match attempt {
+                                Attempt::Done(r) => {
+                                    r?;
+                                    debug!(
+                                        offset = l.offset,
+                                        len = l.length,
+                                        "blocked lock granted"
+                                    );
+                                    return Ok(lock_reply());
+                                }
+                                Attempt::Cancelled => return Err(NtStatus::CANCELLED),
+                                Attempt::Again => released.await,
+                            }
+                        }
+                    },
+                ));
+                return Ok(lock_reply());
+            }
             match result {
                 Ok(()) => taken.push((l.offset, l.length)),
                 Err(s) => {
@@ -782,13 +830,11 @@ impl Connection {
                 }
             }
         }
-        let mut b = Reply::buf();
-        b.put_u16_le(4);
-        b.put_u16_le(0);
-        Reply::ok(b)
+        Ok(lock_reply())
     }
 
     pub async fn ioctl(&mut self, ctx: &mut Ctx<'_>) -> Result<Reply, NtStatus> {
+        use crate::wire::ioctl::fsctl;
         use crate::wire::ioctl::fsctl::{
             DFS_GET_REFERRALS as FSCTL_DFS_GET_REFERRALS,
             VALIDATE_NEGOTIATE_INFO as FSCTL_VALIDATE_NEGOTIATE_INFO,
@@ -838,6 +884,26 @@ impl Connection {
                 Reply::ok(b)
             }
             FSCTL_DFS_GET_REFERRALS => Err(NtStatus::FS_DRIVER_REQUIRED),
+            fsctl::CREATE_OR_GET_OBJECT_ID | fsctl::GET_OBJECT_ID => {
+                let fid = ctx.fid(req.file_id);
+                let open = self.open_mut(ctx, fid)?;
+                let (fd, id, serial) = (open.fd.clone(), open.identity.clone(), open.share.serial);
+                ctx.related_fid = Some(fid);
+                if req.max_output_response < OBJECT_ID_BUFFER_LEN {
+                    return Err(NtStatus::INVALID_PARAMETER);
+                }
+                let meta = fs(id, move || posix::stat(fd.as_fd())).await?;
+                let mut b = Reply::buf();
+                IoctlResponse {
+                    ctl_code: req.ctl_code,
+                    file_id: req.file_id,
+                    input: Vec::new(),
+                    output: object_id_buffer(meta.file_id, serial),
+                    flags: 0,
+                }
+                .encode(&mut b);
+                Reply::ok(b)
+            }
             _ => {
                 let fid = ctx.fid(req.file_id);
                 if self.open_mut(ctx, fid).is_ok() {
@@ -848,6 +914,38 @@ impl Connection {
                 }
             }
         }
+    }
+}
+
+/// Size of FILE_OBJECTID_BUFFER (MS-FSCC 2.1.3).
+const OBJECT_ID_BUFFER_LEN: u32 = 64;
+
+/// A FILE_OBJECTID_BUFFER for a file that never had an object id set: a
+/// stable id derived from the file id and the volume serial, so that
+/// CREATE_OR_GET_OBJECT_ID and GET_OBJECT_ID agree across opens without
+/// storing anything. Layout: ObjectId, BirthVolumeId, BirthObjectId, DomainId
+/// (16 bytes each).
+fn object_id_buffer(file_id: u64, volume_serial: u32) -> Vec<u8> {
+    let mut object_id = [0u8; 16];
+    object_id[..8].copy_from_slice(&file_id.to_le_bytes());
+    object_id[8..12].copy_from_slice(&volume_serial.to_le_bytes());
+    let mut volume_id = [0u8; 16];
+    volume_id[..4].copy_from_slice(&volume_serial.to_le_bytes());
+    let mut out = Vec::with_capacity(OBJECT_ID_BUFFER_LEN as usize);
+    out.extend_from_slice(&object_id);
+    out.extend_from_slice(&volume_id);
+    out.extend_from_slice(&object_id);
+    out.extend_from_slice(&[0u8; 16]);
+    out
+}
+
+/// The (empty) successful LOCK response.
+fn lock_reply() -> Reply {
+    let mut b = Reply::buf();
+    LockResponse.encode(&mut b);
+    Reply {
+        status: NtStatus::SUCCESS,
+        buf: b,
     }
 }
 
@@ -898,4 +996,20 @@ fn libc_enoent() -> i32 {
 
 fn libc_enotdir() -> i32 {
     nix::errno::Errno::ENOTDIR as i32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_id_is_stable_and_well_formed() {
+        let a = object_id_buffer(0x1122_3344_5566_7788, 0xAABB_CCDD);
+        assert_eq!(a.len(), OBJECT_ID_BUFFER_LEN as usize);
+        assert_eq!(a, object_id_buffer(0x1122_3344_5566_7788, 0xAABB_CCDD));
+        assert_ne!(a, object_id_buffer(0x1122_3344_5566_7789, 0xAABB_CCDD));
+        assert_eq!(a[..16], a[32..48], "birth object id equals object id");
+        assert_eq!(&a[16..20], &0xAABB_CCDDu32.to_le_bytes());
+        assert!(a[48..].iter().all(|b| *b == 0), "no domain id");
+    }
 }

@@ -8,6 +8,8 @@ pub mod crypto;
 pub mod files;
 pub mod listen;
 pub mod negotiate;
+pub mod notify;
+pub mod pending;
 pub mod query;
 pub mod session;
 pub mod state;
