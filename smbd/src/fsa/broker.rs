@@ -677,6 +677,12 @@ mod tests {
         tokio::time::timeout(std::time::Duration::from_secs(1), waiter)
             .await
             .expect("close must wake the waiter");
-        assert!(b.unlock_notify(FileKey { dev: 9, ino: 9 }).is_none());
+        assert!(b
+            .unlock_notify(FileKey {
+                dev: 9,
+                ino: 9,
+                stream: 0
+            })
+            .is_none());
     }
 }
