@@ -247,6 +247,15 @@ impl Connection {
     /// Handles one transport frame; returns the response frame (without the
     /// 4-byte transport header), None for no response, or Err to disconnect.
     async fn process_frame(&mut self, buf: Vec<u8>) -> Result<Option<BytesMut>, String> {
+        let out = self.process_frame_inner(buf).await;
+        // Sessions logged off in this frame go once their replies are signed and sealed.
+        for sid in std::mem::take(&mut self.logged_off) {
+            self.sessions.remove(&sid);
+        }
+        out
+    }
+
+    async fn process_frame_inner(&mut self, buf: Vec<u8>) -> Result<Option<BytesMut>, String> {
         match buf.get(0..4) {
             Some(p) if p == header::SMB1_PROTOCOL_ID => self.smb1_negotiate(&buf).map(Some),
             Some(p) if p == header::PROTOCOL_ID => self.process_chain(&buf).await,
@@ -403,9 +412,6 @@ impl Connection {
             if self.terminate {
                 break;
             }
-        }
-        for sid in std::mem::take(&mut self.logged_off) {
-            self.sessions.remove(&sid);
         }
         if out.is_empty() {
             return Ok(None);
