@@ -50,6 +50,9 @@ else
   cargo clippy --workspace --all-targets -- -D warnings
 fi
 
+section "layer rules"
+scripts/check-layers.sh
+
 section "cargo build --release --workspace"
 cargo build --release --workspace
 

@@ -132,11 +132,14 @@ pub fn run_with_timeout(cmd: &mut Command, input: Option<&[u8]>, timeout: Durati
 }
 
 fn kill_group(pid: u32, sig: libc::c_int) {
-    // SAFETY: plain kill(2) on a process group we created.
-    unsafe {
-        if libc::kill(-(pid as libc::pid_t), sig) != 0 {
-            libc::kill(pid as libc::pid_t, sig);
-        }
+    use nix::sys::signal::{kill, killpg, Signal};
+    use nix::unistd::Pid;
+    let Ok(sig) = Signal::try_from(sig) else {
+        return;
+    };
+    let pid = Pid::from_raw(pid as libc::pid_t);
+    if killpg(pid, sig).is_err() {
+        let _ = kill(pid, sig);
     }
 }
 
