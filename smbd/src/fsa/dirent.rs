@@ -33,6 +33,21 @@ pub fn fixed_len(class: u8) -> Option<usize> {
     })
 }
 
+/// ShortNameLength, Reserved and the 24-byte ShortName field: the same 8.3
+/// name FileAlternateNameInformation reports ("." and ".." have none).
+fn put_short_name(b: &mut Vec<u8>, name: &str) {
+    let short = if name == "." || name == ".." {
+        Vec::new()
+    } else {
+        utf16le(&super::info::short_name(name))
+    };
+    let n = short.len().min(24);
+    b.put_u8(n as u8);
+    b.put_u8(0);
+    b.extend_from_slice(&short[..n]);
+    b.resize(b.len() + (24 - n), 0);
+}
+
 /// Whether QUERY_DIRECTORY supports this FileInformationClass.
 pub fn dir_class_supported(class: u8) -> bool {
     fixed_len(class).is_some()
@@ -118,15 +133,11 @@ impl DirEncoder {
                 class::FULL_DIRECTORY => b.put_u32_le(0), // EaSize
                 class::BOTH_DIRECTORY => {
                     b.put_u32_le(0); // EaSize
-                    b.put_u8(0); // ShortNameLength
-                    b.put_u8(0); // Reserved
-                    b.put_slice(&[0u8; 24]); // ShortName
+                    put_short_name(b, name);
                 }
                 class::ID_BOTH_DIRECTORY => {
                     b.put_u32_le(0);
-                    b.put_u8(0);
-                    b.put_u8(0);
-                    b.put_slice(&[0u8; 24]);
+                    put_short_name(b, name);
                     b.put_u16_le(0); // Reserved2
                     b.put_u64_le(meta.file_id);
                 }
@@ -226,7 +237,8 @@ mod tests {
         assert_eq!(u64at(&b, 40), 0); // directory EOF
         assert_eq!(u64at(&b, 48), 0); // directory allocation
         assert_eq!(u32at(&b, 56), attr::DIRECTORY);
-        assert_eq!(b[68], 0); // ShortNameLength
+        assert_eq!(b[68], 2); // ShortNameLength: "D"
+        assert_eq!(&b[70..72], &utf16le("D")[..]);
         assert_eq!(u64at(&b, 96), 99);
         let mut e = DirEncoder::new(class::ID_EXTD_DIRECTORY, 4096).unwrap();
         assert!(e.push("f", &meta(false), 0));

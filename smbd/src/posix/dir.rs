@@ -56,6 +56,28 @@ pub fn read_dir(dir_fd: BorrowedFd<'_>) -> io::Result<Vec<DirEntry>> {
     Ok(out)
 }
 
+/// Names in a directory, without "." and ".." and without stat'ing them
+/// (the case-insensitive lookup needs only names, and must stay cheap).
+pub fn list_names(dir_fd: BorrowedFd<'_>) -> io::Result<Vec<String>> {
+    let fd = open_beneath(
+        dir_fd,
+        Path::new("."),
+        libc::O_RDONLY | libc::O_DIRECTORY,
+        0,
+    )?;
+    let mut dir = nix::dir::Dir::from(fd)?;
+    let mut out = Vec::new();
+    for ent in dir.iter() {
+        let ent = ent?;
+        if let Ok(name) = std::str::from_utf8(ent.file_name().to_bytes()) {
+            if name != "." && name != ".." {
+                out.push(name.to_owned());
+            }
+        }
+    }
+    Ok(out)
+}
+
 pub fn entry_meta(dir: BorrowedFd<'_>, name: &Path) -> io::Result<Option<FileMeta>> {
     let st = statx_at(dir, name, true)?;
     if st.mode & libc::S_IFMT == libc::S_IFLNK {

@@ -100,10 +100,9 @@ pub fn resolve_case(
             libc::O_RDONLY | libc::O_DIRECTORY,
             0,
         )?;
-        let found = super::dir::read_dir(listing.as_fd())?
+        let found = super::dir::list_names(listing.as_fd())?
             .into_iter()
-            .map(|e| e.name)
-            .find(|n| n != "." && n != ".." && same(n, &comp));
+            .find(|n| same(n, &comp));
         match found {
             Some(n) => out.push(n),
             None => {
