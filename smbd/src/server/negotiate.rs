@@ -322,7 +322,14 @@ impl Connection {
             }
             AuthStep::Done(outcome) => {
                 let (user, flags) = if outcome.anonymous {
-                    (self.guest_user("", true)?, SESSION_FLAG_IS_NULL)
+                    {
+                        if self.st.config.global.restrict_anonymous >= 2 {
+                            warn!(peer = %self.peer, "anonymous logon refused (restrict anonymous = 2)");
+                            self.sessions.remove(&sid);
+                            return Err(NtStatus::ACCESS_DENIED);
+                        }
+                        (self.guest_user("", true)?, SESSION_FLAG_IS_NULL)
+                    }
                 } else {
                     match self.map_user(&outcome.user, &outcome.domain) {
                         Ok(u) => (u, 0),
