@@ -372,7 +372,7 @@ pub fn encode_bind_ack(call_id: u32, ack: &BindAck, alter: bool) -> Vec<u8> {
         b.push(0);
     }
     // The result list is 4-aligned relative to the PDU start (the header is 16).
-    while b.len() % 4 != 0 {
+    while !b.len().is_multiple_of(4) {
         b.push(0);
     }
     b.extend_from_slice(&[ack.results.len() as u8, 0, 0, 0]);
