@@ -5,7 +5,8 @@
 
 Exercises what smbclient does not: an unknown pipe name, READ on an empty pipe,
 WRITE then READ with a short buffer (STATUS_BUFFER_OVERFLOW, rest readable),
-FSCTL_PIPE_TRANSCEIVE with a MaxOutputResponse smaller than the reply. Checks that
+FSCTL_PIPE_TRANSCEIVE with a MaxOutputResponse smaller than the reply, QUERY_INFO
+FileStandardInformation (EndOfFile = bytes readable). Checks that
 NetShareEnumAll level 1 lists every --expect name. Exit 0 and "OK pipe" on success.
 """
 import argparse
@@ -16,7 +17,7 @@ import uuid
 from smbprotocol.connection import Connection, Dialects
 from smbprotocol.exceptions import SMBResponseException
 from smbprotocol.ioctl import CtlCode, IOCTLFlags, SMB2IOCTLRequest, SMB2IOCTLResponse
-from smbprotocol.open import (CreateDisposition, CreateOptions, FileAttributes,
+from smbprotocol.open import (SMB2QueryInfoRequest, SMB2QueryInfoResponse, CreateDisposition, CreateOptions, FileAttributes,
                               FilePipePrinterAccessMask, ImpersonationLevel, Open, ShareAccess)
 from smbprotocol.session import Session
 from smbprotocol.tree import TreeConnect
@@ -97,6 +98,20 @@ def transceive(conn, session, tree, f, data, max_out):
     return status, out["buffer"].get_value()
 
 
+def standard_info(conn, session, tree, f):
+    """FileStandardInformation: (EndOfFile, NumberOfLinks)."""
+    req = SMB2QueryInfoRequest()
+    req["info_type"] = 1
+    req["file_info_class"] = 5
+    req["output_buffer_length"] = 24
+    req["file_id"] = f.file_id
+    r = conn.send(req, sid=session.session_id, tid=tree.tree_connect_id)
+    out = SMB2QueryInfoResponse()
+    out.unpack(conn.receive(r)["data"].get_value())
+    b = out["buffer"].get_value()
+    return struct.unpack_from("<Q", b, 8)[0], struct.unpack_from("<I", b, 16)[0]
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--host", default="127.0.0.1")
@@ -126,6 +141,8 @@ def main():
         assert st >= 0xC0000000, "read of empty pipe: 0x%x" % st
 
         f.write(bind(), 0)
+        eof, links = standard_info(conn, session, tree, f)
+        assert eof > 0 and links == 1, "standard info: eof %d links %d" % (eof, links)
         # Message mode, as on Windows (Samba answers short pipe reads with SUCCESS).
         st, first = read_status(f, 20)
         assert st == BUFFER_OVERFLOW and len(first) == 20, "short read: 0x%x %d" % (st, len(first))
