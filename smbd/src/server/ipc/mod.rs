@@ -26,6 +26,8 @@ const MAX_FRAG: u16 = 4280;
 const FILE_ATTRIBUTE_NORMAL: u32 = 0x80;
 const FILE_OPENED: u32 = 1;
 const FILE_STANDARD_INFORMATION: u8 = 5;
+/// Unread output a client may pile up before further writes are refused.
+const MAX_PENDING_OUTPUT: usize = 256 * 1024;
 
 fn srvsvc_syntax() -> SyntaxId {
     SyntaxId::parse("4b324fc8-1670-01d3-1278-5a47bf6ee188", 3, 0).unwrap_or_default()
@@ -82,6 +84,9 @@ impl Pipe {
 
     /// Feeds written bytes; each complete PDU queues its answer.
     pub fn write(&mut self, data: &[u8], view: &ServerView) -> Result<(), NtStatus> {
+        if self.available() > MAX_PENDING_OUTPUT {
+            return Err(NtStatus::INSUFFICIENT_RESOURCES);
+        }
         self.input.extend_from_slice(data);
         while self.input.len() >= dcerpc::HEADER_LEN {
             let Ok(h) = dcerpc::decode_header(&self.input) else {
@@ -482,6 +487,21 @@ mod tests {
         let Body::Response(r) = d.body else { panic!() };
         assert_eq!(r.stub[12..16], 3u32.to_le_bytes());
         assert_eq!(r.stub[r.stub.len() - 4..], [0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn unread_output_is_bounded() {
+        let mut p = Pipe::new(FileId::default(), 1, 1);
+        let bind = unhex(BIND);
+        let mut refused = false;
+        for _ in 0..10_000 {
+            if p.write(&bind, &view()).is_err() {
+                refused = true;
+                break;
+            }
+        }
+        assert!(refused);
+        assert!(p.available() <= MAX_PENDING_OUTPUT + 4280);
     }
 
     #[test]
