@@ -111,6 +111,8 @@ pub struct Connection {
     pub preauth: PreauthHash,
     pub sessions: HashMap<u64, Session>,
     pub opens: HashMap<u64, Open>,
+    /// Named pipe opens on IPC$, keyed like `opens`.
+    pub pipes: HashMap<u64, super::ipc::Pipe>,
     /// Set when the connection must be dropped after sending what is queued.
     pub terminate: bool,
     /// Sessions logged off in the current chain, dropped once their responses are signed.
@@ -141,6 +143,7 @@ impl Connection {
             preauth: PreauthHash::new(),
             sessions: HashMap::new(),
             opens: HashMap::new(),
+            pipes: HashMap::new(),
             terminate: false,
             logged_off: Vec::new(),
             encrypted_chain: None,
@@ -703,6 +706,16 @@ impl Connection {
                     Command::Logoff => self.logoff(ctx).await,
                     Command::TreeConnect => self.tree_connect(ctx),
                     Command::TreeDisconnect => self.tree_disconnect(ctx).await,
+                    Command::Close
+                    | Command::Flush
+                    | Command::Read
+                    | Command::Write
+                    | Command::Ioctl
+                    | Command::QueryInfo
+                        if self.on_ipc(ctx) =>
+                    {
+                        self.pipe_command(ctx, cmd).await
+                    }
                     Command::Create => self.create(ctx).await,
                     Command::Close => self.close(ctx).await,
                     Command::Flush => self.flush(ctx).await,
@@ -742,6 +755,7 @@ impl Connection {
                 self.close_open(open).await;
             }
         }
+        self.pipes.clear();
         self.sessions.clear();
     }
 

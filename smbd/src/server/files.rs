@@ -177,7 +177,7 @@ impl Connection {
             .and_then(|s| s.user.clone())
             .ok_or(NtStatus::USER_SESSION_DELETED)?;
         if share.is_ipc() {
-            return Err(NtStatus::OBJECT_NAME_NOT_FOUND);
+            return self.pipe_create(ctx, &req, tree_id);
         }
         validate_create(&req)?;
         let parsed = names::smb_path_to_components(&req.name)?;

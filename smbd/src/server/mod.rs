@@ -6,6 +6,7 @@ pub mod conn;
 pub mod credits;
 pub mod crypto;
 pub mod files;
+pub mod ipc;
 pub mod listen;
 pub mod negotiate;
 pub mod notify;

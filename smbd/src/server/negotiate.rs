@@ -462,6 +462,7 @@ impl Connection {
         LogoffRequest::decode(ctx.msg).map_err(|_| NtStatus::INVALID_PARAMETER)?;
         let sid = ctx.hdr.session_id;
         self.close_opens_where(|o| o.session_id == sid).await;
+        self.close_pipes(sid, None);
         // Keep the session object until the response is signed, then drop it.
         if let Some(s) = self.sessions.get_mut(&sid) {
             s.trees.clear();

@@ -78,6 +78,7 @@ impl Connection {
         self.tree(ctx)?;
         self.close_opens_where(|o| o.session_id == sid && o.tree_id == tid)
             .await;
+        self.close_pipes(sid, Some(tid));
         if let Some(s) = self.sessions.get_mut(&sid) {
             s.trees.remove(&tid);
         }

@@ -11,6 +11,7 @@
 
 pub mod close;
 pub mod create;
+pub mod dcerpc;
 pub mod error;
 pub mod fileid;
 pub mod frame;
