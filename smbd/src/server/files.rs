@@ -55,6 +55,15 @@ pub struct Open {
     pub stream: Option<String>,
 }
 
+/// What the READ/WRITE paths take from an open.
+struct DataOpen {
+    key: FileKey,
+    oid: u64,
+    fd: Arc<OwnedFd>,
+    id: Arc<Identity>,
+    access: u32,
+}
+
 /// Runs a file-system call on a blocking thread as `id`, mapping errors to NTSTATUS.
 pub async fn fs<T, F>(id: Arc<Identity>, f: F) -> Result<T, NtStatus>
 where
@@ -104,6 +113,24 @@ impl Connection {
             }
             _ => Err(NtStatus::FILE_CLOSED),
         }
+    }
+
+    /// An open that may move data: not a directory, and granted one of `need`.
+    fn data_open(&mut self, ctx: &Ctx<'_>, fid: FileId, need: u32) -> Result<DataOpen, NtStatus> {
+        let open = self.open_mut(ctx, fid)?;
+        if open.is_dir {
+            return Err(NtStatus::INVALID_DEVICE_REQUEST);
+        }
+        if open.access & need == 0 {
+            return Err(NtStatus::ACCESS_DENIED);
+        }
+        Ok(DataOpen {
+            key: open.key,
+            oid: open.fid.volatile,
+            fd: open.fd.clone(),
+            id: open.identity.clone(),
+            access: open.access,
+        })
     }
 
     /// Closes every open matching `pred` (logoff, tree disconnect, teardown).
@@ -605,23 +632,10 @@ impl Connection {
         if self.open_mut(ctx, fid)?.stream.is_some() {
             return self.read_stream(ctx, fid, &req).await;
         }
-        let broker_check = {
-            let open = self.open_mut(ctx, fid)?;
-            if open.is_dir {
-                return Err(NtStatus::INVALID_DEVICE_REQUEST);
-            }
-            if open.access & DATA_READ == 0 {
-                return Err(NtStatus::ACCESS_DENIED);
-            }
-            (
-                open.key,
-                open.fid.volatile,
-                open.fd.clone(),
-                open.identity.clone(),
-            )
-        };
+        let DataOpen {
+            key, oid, fd, id, ..
+        } = self.data_open(ctx, fid, DATA_READ)?;
         ctx.related_fid = Some(fid);
-        let (key, oid, fd, id) = broker_check;
         self.st
             .broker
             .check_io(key, oid, req.offset, u64::from(req.length), false)?;
@@ -665,22 +679,13 @@ impl Connection {
         if self.open_mut(ctx, fid)?.stream.is_some() {
             return self.write_stream(ctx, fid, &req, data).await;
         }
-        let (key, oid, fd, id, open_access) = {
-            let open = self.open_mut(ctx, fid)?;
-            if open.is_dir {
-                return Err(NtStatus::INVALID_DEVICE_REQUEST);
-            }
-            if open.access & DATA_WRITE == 0 {
-                return Err(NtStatus::ACCESS_DENIED);
-            }
-            (
-                open.key,
-                open.fid.volatile,
-                open.fd.clone(),
-                open.identity.clone(),
-                open.access,
-            )
-        };
+        let DataOpen {
+            key,
+            oid,
+            fd,
+            id,
+            access: open_access,
+        } = self.data_open(ctx, fid, DATA_WRITE)?;
         ctx.related_fid = Some(fid);
         // All-ones means "at end of file", but only for append-only handles (MS-SMB2 3.3.5.13).
         let append = req.offset == u64::MAX && open_access & access::FILE_WRITE_DATA == 0;

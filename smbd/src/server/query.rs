@@ -337,7 +337,8 @@ impl Connection {
                     }
                     SetFileInfo::Position(p) => open.position = p,
                     SetFileInfo::Mode(m) => open.mode = m,
-                    SetFileInfo::EndOfFile(size) => {
+                    SetFileInfo::EndOfFile(size) | SetFileInfo::Allocation(size) => {
+                        let allocation = matches!(info, SetFileInfo::Allocation(_));
                         if open.access & access::FILE_WRITE_DATA == 0 {
                             return Err(NtStatus::ACCESS_DENIED);
                         }
@@ -345,38 +346,13 @@ impl Connection {
                             return Err(NtStatus::INVALID_PARAMETER);
                         }
                         if open.stream.is_some() {
-                            super::streams::set_size(open, size, false).await?;
+                            super::streams::set_size(open, size, allocation).await?;
                         } else {
                             let hold = st.broker.write_time_needs_hold(open.key);
                             let pre = fs(id, move || {
                                 let pre = hold_mtime(fd.as_fd(), hold)?;
-                                posix::set_size(fd.as_fd(), size)?;
-                                Ok(pre)
-                            })
-                            .await?;
-                            st.broker.write_time_modified(
-                                open.key,
-                                &mut open.write_time,
-                                Change::Resize,
-                                pre,
-                            );
-                        }
-                    }
-                    SetFileInfo::Allocation(size) => {
-                        if open.access & access::FILE_WRITE_DATA == 0 {
-                            return Err(NtStatus::ACCESS_DENIED);
-                        }
-                        if open.is_dir {
-                            return Err(NtStatus::INVALID_PARAMETER);
-                        }
-                        if open.stream.is_some() {
-                            super::streams::set_size(open, size, true).await?;
-                        } else {
-                            let hold = st.broker.write_time_needs_hold(open.key);
-                            let pre = fs(id, move || {
-                                let pre = hold_mtime(fd.as_fd(), hold)?;
-                                let cur = posix::stat(fd.as_fd())?.size;
-                                if size < cur {
+                                // Allocation never grows the end of file, but below it truncates (MS-FSA).
+                                if !allocation || size < posix::stat(fd.as_fd())?.size {
                                     posix::set_size(fd.as_fd(), size)?;
                                 } else {
                                     posix::allocate(fd.as_fd(), size)?;
