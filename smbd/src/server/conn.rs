@@ -695,6 +695,9 @@ impl Connection {
             Command::Negotiate => self.negotiate(ctx),
             Command::SessionSetup => self.session_setup(ctx).await,
             Command::Echo => {
+                if !fixed_body_ok(ctx.msg, &[4]) {
+                    return Err(NtStatus::INVALID_PARAMETER);
+                }
                 let mut b = Reply::buf();
                 b.put_u16_le(4);
                 b.put_u16_le(0);
@@ -727,6 +730,11 @@ impl Connection {
                     Command::QueryInfo => self.query_info(ctx).await,
                     Command::SetInfo => self.set_info(ctx).await,
                     Command::ChangeNotify => self.change_notify(ctx).await,
+                    // Neither an oplock (24) nor a lease (36) break acknowledgment
+                    // (MS-SMB2 3.3.5.22).
+                    Command::OplockBreak if !fixed_body_ok(ctx.msg, &[24, 36]) => {
+                        Err(NtStatus::INVALID_PARAMETER)
+                    }
                     Command::OplockBreak => Err(NtStatus::INVALID_OPLOCK_PROTOCOL),
                     Command::Negotiate
                     | Command::SessionSetup
@@ -817,6 +825,16 @@ fn reply_tree_id(req: &Header, reply: &Reply) -> u32 {
     }
 }
 
+/// True if the body of `msg` has one of the fixed StructureSizes in `sizes` and is
+/// at least that long (for handlers that decode nothing else).
+fn fixed_body_ok(msg: &[u8], sizes: &[u16]) -> bool {
+    let body = msg.get(HEADER_LEN..).unwrap_or(&[]);
+    let Some(ss) = body.get(..2).map(|b| u16::from_le_bytes([b[0], b[1]])) else {
+        return false;
+    };
+    sizes.contains(&ss) && body.len() >= usize::from(ss)
+}
+
 /// Reads transport frames and hands them to the request loop; reports the
 /// reason the stream ended as its last item, then waits forever (the request
 /// loop decides when the connection is over).
@@ -870,4 +888,27 @@ async fn write_frames<W: AsyncWrite + Unpin>(mut wr: W, mut rx: mpsc::UnboundedR
         }
     }
     let _ = wr.flush().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixed_body_checks_structure_size_and_length() {
+        let msg = |body: &[u8]| [&[0u8; HEADER_LEN][..], body].concat();
+        assert!(fixed_body_ok(&msg(&[4, 0, 0, 0]), &[4]));
+        assert!(!fixed_body_ok(&msg(&[4, 0]), &[4]));
+        assert!(!fixed_body_ok(&msg(&[6, 0, 0, 0, 0, 0]), &[4]));
+        assert!(!fixed_body_ok(&msg(&[]), &[4]));
+        assert!(!fixed_body_ok(&[0u8; 10], &[4]));
+        let mut ack = vec![24u8, 0];
+        ack.resize(24, 0);
+        assert!(fixed_body_ok(&msg(&ack), &[24, 36]));
+        assert!(!fixed_body_ok(&msg(&ack[..20]), &[24, 36]));
+        ack[0] = 36;
+        assert!(!fixed_body_ok(&msg(&ack), &[24, 36]));
+        ack.resize(36, 0);
+        assert!(fixed_body_ok(&msg(&ack), &[24, 36]));
+    }
 }
