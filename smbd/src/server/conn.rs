@@ -129,11 +129,15 @@ pub struct Connection {
     pub async_work: Option<AsyncWork>,
     done_tx: mpsc::UnboundedSender<AsyncDone>,
     done_rx: Option<mpsc::UnboundedReceiver<AsyncDone>>,
+    /// Other connections ask this one to close a session here (reconnect).
+    pub close_tx: mpsc::UnboundedSender<u64>,
+    close_rx: Option<mpsc::UnboundedReceiver<u64>>,
 }
 
 impl Connection {
     pub fn new(st: Arc<ServerState>, peer: SocketAddr, conn_id: u64) -> Self {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let (close_tx, close_rx) = mpsc::unbounded_channel();
         Connection {
             st,
             peer,
@@ -152,6 +156,8 @@ impl Connection {
             async_work: None,
             done_tx,
             done_rx: Some(done_rx),
+            close_tx,
+            close_rx: Some(close_rx),
         }
     }
 
@@ -217,11 +223,20 @@ impl Connection {
         out: mpsc::UnboundedSender<BytesMut>,
         max_frame: Arc<AtomicUsize>,
     ) -> String {
-        let Some(mut done_rx) = self.done_rx.take() else {
+        let (Some(mut done_rx), Some(mut close_rx)) = (self.done_rx.take(), self.close_rx.take())
+        else {
             return "connection served twice".into();
         };
         loop {
             let resp = tokio::select! {
+                // A close asked for by a reconnect goes first, so that requests
+                // arriving after the reconnect's response see the session gone.
+                biased;
+                Some(sid) = close_rx.recv() => {
+                    info!(sid, "session closed by a reconnect elsewhere");
+                    self.drop_session(sid).await;
+                    None
+                }
                 f = frames.recv() => match f {
                     Some(Ok(buf)) => match self.process_frame(buf).await {
                         Ok(r) => r,
@@ -254,6 +269,7 @@ impl Connection {
         // Sessions logged off in this frame go once their replies are signed and sealed.
         for sid in std::mem::take(&mut self.logged_off) {
             self.sessions.remove(&sid);
+            self.st.unregister_session(sid);
         }
         out
     }
@@ -764,7 +780,18 @@ impl Connection {
             }
         }
         self.pipes.clear();
+        for sid in self.sessions.keys() {
+            self.st.unregister_session(*sid);
+        }
         self.sessions.clear();
+    }
+
+    /// Deletes a session with its opens and pipes (failed reauthentication, reconnect).
+    pub async fn drop_session(&mut self, sid: u64) {
+        self.close_opens_where(|o| o.session_id == sid).await;
+        self.close_pipes(sid, None);
+        self.sessions.remove(&sid);
+        self.st.unregister_session(sid);
     }
 
     /// Checks the credit charge of a request moving `payload` bytes.

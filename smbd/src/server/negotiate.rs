@@ -285,10 +285,10 @@ impl Connection {
                 .sessions
                 .get_mut(&ctx.hdr.session_id)
                 .ok_or(NtStatus::USER_SESSION_DELETED)?;
-            if sess.is_valid() {
-                // Reauthentication: a fresh exchange on the same session.
+            if matches!(sess.state, SessionState::Valid) {
+                // Reauthentication: a fresh exchange, the session stays usable meanwhile.
                 sess.state =
-                    SessionState::InProgress(Box::new(NtlmServer::new(self.st.target.clone())));
+                    SessionState::Reauth(Box::new(NtlmServer::new(self.st.target.clone())));
             }
             ctx.hdr.session_id
         };
@@ -298,10 +298,10 @@ impl Connection {
             .sessions
             .get_mut(&sid)
             .ok_or(NtStatus::USER_SESSION_DELETED)?;
-        if dialect == 0x0311 {
+        if dialect == 0x0311 && !matches!(sess.state, SessionState::Reauth(_)) {
             sess.preauth.update(ctx.msg);
         }
-        let SessionState::InProgress(ntlm) = &mut sess.state else {
+        let Some((ntlm, reauth)) = sess.ntlm_mut() else {
             return Err(NtStatus::INTERNAL_ERROR);
         };
         let lookup = |user: &str, _domain: &str| -> Option<[u8; 16]> {
@@ -325,7 +325,7 @@ impl Connection {
                     {
                         if self.st.config.global.restrict_anonymous >= 2 {
                             warn!(peer = %self.peer, "anonymous logon refused (restrict anonymous = 2)");
-                            self.sessions.remove(&sid);
+                            self.drop_session(sid).await;
                             return Err(NtStatus::ACCESS_DENIED);
                         }
                         (self.guest_user("", true)?, SESSION_FLAG_IS_NULL)
@@ -335,7 +335,7 @@ impl Connection {
                         Ok(u) => (u, 0),
                         Err(status) => {
                             warn!(user = %outcome.user, peer = %self.peer, ?status, "authenticated user has no usable Unix account");
-                            self.sessions.remove(&sid);
+                            self.drop_session(sid).await;
                             return Err(status);
                         }
                     }
@@ -344,7 +344,8 @@ impl Connection {
                     .sessions
                     .get_mut(&sid)
                     .ok_or(NtStatus::USER_SESSION_DELETED)?;
-                if !outcome.anonymous {
+                // Reauthentication keeps the keys of the first authentication.
+                if !outcome.anonymous && !reauth {
                     let preauth = (dialect == 0x0311).then(|| *sess.preauth.value());
                     sess.keys = Some(crypto::derive_session_keys(
                         dialect,
@@ -366,9 +367,12 @@ impl Connection {
                 } else {
                     flags
                 };
-                info!(user = %user.name, domain = %outcome.domain, sid, anonymous = outcome.anonymous, "session established");
+                info!(user = %user.name, domain = %outcome.domain, sid, anonymous = outcome.anonymous, reauth, "session established");
+                let name = user.name.clone();
                 sess.user = Some(user);
                 sess.state = SessionState::Valid;
+                self.session_valid(sid, &name, req.previous_session_id)
+                    .await;
                 SessionSetupResponse {
                     session_flags: flags,
                     security_buffer: outcome.token,
@@ -395,6 +399,8 @@ impl Connection {
                     info!(user = %name, "unknown user mapped to guest");
                     sess.user = Some(guest);
                     sess.state = SessionState::Valid;
+                    self.session_valid(sid, &name, req.previous_session_id)
+                        .await;
                     SessionSetupResponse {
                         session_flags: SESSION_FLAG_IS_GUEST,
                         security_buffer: Vec::new(),
@@ -402,11 +408,41 @@ impl Connection {
                     .encode(&mut b);
                     return Reply::ok(b);
                 }
-                warn!(user = %name, domain = %domain.unwrap_or_default(), peer = %self.peer, ?status, "logon failed");
-                self.sessions.remove(&sid);
+                // A failed reauthentication deletes the session too (smbtorture reauth6).
+                warn!(user = %name, domain = %domain.unwrap_or_default(), peer = %self.peer, reauth, ?status, "logon failed");
+                self.drop_session(sid).await;
                 Err(status)
             }
         }
+    }
+
+    /// Registers a newly valid session globally and, for a reconnect, closes
+    /// the previous session of the same user wherever it lives (MS-SMB2 3.3.5.5.3).
+    async fn session_valid(&mut self, sid: u64, user: &str, previous: u64) {
+        if previous != 0 && previous != sid {
+            match self.st.take_session_of(previous, user) {
+                Some((conn, _)) if conn == self.conn_id => {
+                    info!(previous, "previous session closed by reconnect");
+                    self.drop_session(previous).await;
+                }
+                Some((_, close_tx)) => {
+                    info!(
+                        previous,
+                        "asking the owning connection to close the previous session"
+                    );
+                    let _ = close_tx.send(previous);
+                }
+                None => {}
+            }
+        }
+        self.st.register_session(
+            sid,
+            crate::server::state::SessionEntry {
+                conn_id: self.conn_id,
+                user: user.to_string(),
+                close_tx: self.close_tx.clone(),
+            },
+        );
     }
 
     fn user_unknown(&self, name: &str) -> bool {

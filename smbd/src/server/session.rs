@@ -21,6 +21,9 @@ pub enum SessionState {
     /// Authentication under way.
     InProgress(Box<NtlmServer>),
     Valid,
+    /// Reauthentication under way: the session stays usable with its old
+    /// user and keys until the new exchange succeeds (MS-SMB2 3.3.5.5.3).
+    Reauth(Box<NtlmServer>),
 }
 
 /// A tree connect.
@@ -65,7 +68,16 @@ impl Session {
     }
 
     pub fn is_valid(&self) -> bool {
-        matches!(self.state, SessionState::Valid)
+        matches!(self.state, SessionState::Valid | SessionState::Reauth(_))
+    }
+
+    /// The exchange under way, if any, and whether it reauthenticates.
+    pub fn ntlm_mut(&mut self) -> Option<(&mut NtlmServer, bool)> {
+        match &mut self.state {
+            SessionState::InProgress(n) => Some((n, false)),
+            SessionState::Reauth(n) => Some((n, true)),
+            SessionState::Valid => None,
+        }
     }
 
     /// The signing key, if this session has one (not for guest or anonymous).

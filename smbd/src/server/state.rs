@@ -5,10 +5,21 @@ use crate::fsa::broker::Broker;
 use crate::posix::ShareRoot;
 use crate::server::auth::TargetInfo;
 use crate::userdb::UserDb;
+use std::collections::HashMap;
 use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
+
+/// Where a valid session lives, so a reconnect on any connection can close it.
+pub struct SessionEntry {
+    pub conn_id: u64,
+    /// The authenticated user (empty for anonymous), compared on reconnect.
+    pub user: String,
+    /// The owning connection's queue of sessions to close.
+    pub close_tx: mpsc::UnboundedSender<u64>,
+}
 
 /// One exported share.
 pub struct Share {
@@ -34,6 +45,8 @@ pub struct ServerState {
     pub users: Mutex<UserDb>,
     pub broker: Broker,
     pub target: TargetInfo,
+    /// Every valid session of the process (MS-SMB2 GlobalSessionTable).
+    pub sessions: Mutex<HashMap<u64, SessionEntry>>,
     next_id: AtomicU64,
 }
 
@@ -80,6 +93,7 @@ impl ServerState {
             shares,
             users: Mutex::new(users),
             broker: Broker::new(),
+            sessions: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
         })
     }
@@ -87,6 +101,34 @@ impl ServerState {
     /// A process-unique, never-reused 64-bit id (sessions, opens, async ids).
     pub fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Records (or updates) a valid session in the global table.
+    pub fn register_session(&self, sid: u64, entry: SessionEntry) {
+        if let Ok(mut m) = self.sessions.lock() {
+            m.insert(sid, entry);
+        }
+    }
+
+    /// Forgets a session that is gone.
+    pub fn unregister_session(&self, sid: u64) {
+        if let Ok(mut m) = self.sessions.lock() {
+            m.remove(&sid);
+        }
+    }
+
+    /// Removes `sid` from the table if `user` owns it, returning the owner's
+    /// connection id and close queue (MS-SMB2 3.3.5.5.3, PreviousSessionId).
+    pub fn take_session_of(
+        &self,
+        sid: u64,
+        user: &str,
+    ) -> Option<(u64, mpsc::UnboundedSender<u64>)> {
+        let mut m = self.sessions.lock().ok()?;
+        if !m.get(&sid)?.user.eq_ignore_ascii_case(user) {
+            return None;
+        }
+        m.remove(&sid).map(|e| (e.conn_id, e.close_tx))
     }
 
     /// Finds a share by name, case-insensitively.
