@@ -287,6 +287,11 @@ pub struct Server {
 impl Server {
     /// Start a private Holdfast (or attach to HOLDFAST_TEST_EXTERNAL).
     pub fn start() -> Server {
+        Self::start_with("")
+    }
+
+    /// Like `start`, with extra smb.conf lines for the test share (e.g. "smb encrypt = required").
+    pub fn start_with(share_options: &str) -> Server {
         if let Ok(spec) = std::env::var("HOLDFAST_TEST_EXTERNAL") {
             return Self::external(&spec);
         }
@@ -320,7 +325,7 @@ impl Server {
                  \tstate directory = {state}\n\tserver min protocol = SMB2_02\n\
                  \tserver max protocol = SMB3_11\n\tserver signing = auto\n\tlog level = 2\n\n\
                  [share]\n\tpath = {share}\n\tcomment = integration test share\n\
-                 \tread only = no\n\tguest ok = no\n",
+                 \tread only = no\n\tguest ok = no\n\t{share_options}\n",
                 state = state.display(),
                 share = share.display()
             ),

@@ -581,6 +581,19 @@ impl Connection {
         let Some(sess) = self.sessions.get(&hdr.session_id) else {
             return Ok(());
         };
+        let tree_encrypts = sess.trees.get(&hdr.tree_id()).is_some_and(|t| t.encrypt)
+            && !matches!(
+                cmd,
+                Some(Command::SessionSetup | Command::TreeConnect | Command::Echo)
+            );
+        if tree_encrypts {
+            warn!(
+                mid = hdr.message_id,
+                tid = hdr.tree_id(),
+                "unencrypted request on a tree that requires encryption"
+            );
+            return Err(NtStatus::ACCESS_DENIED);
+        }
         if sess.encrypt_data && sess.is_valid() && !matches!(cmd, Some(Command::SessionSetup)) {
             warn!(
                 mid = hdr.message_id,

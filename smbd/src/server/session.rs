@@ -32,6 +32,8 @@ pub struct Tree {
     pub share: Arc<Share>,
     pub read_only: bool,
     pub maximal_access: u32,
+    /// Requests on this tree must arrive encrypted (`smb encrypt = required`).
+    pub encrypt: bool,
 }
 
 pub struct Session {
@@ -104,6 +106,7 @@ impl Session {
                 share,
                 read_only,
                 maximal_access,
+                encrypt: false,
             },
         );
         id

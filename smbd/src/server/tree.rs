@@ -1,6 +1,7 @@
 //! TREE_CONNECT and TREE_DISCONNECT.
 
 use super::conn::{Connection, Ctx, Reply, TREE_ID_OFFSET};
+use crate::config::Encrypt;
 use crate::fsa::types::access;
 use crate::wire::tree::{TreeConnectRequest, TreeConnectResponse, TreeDisconnectRequest};
 use crate::wire::NtStatus;
@@ -8,6 +9,8 @@ use bytes::BufMut;
 use tracing::{info, warn};
 
 const SHARE_TYPE_DISK: u8 = 1;
+/// SMB2_SHAREFLAG_ENCRYPT_DATA.
+const SHAREFLAG_ENCRYPT_DATA: u32 = 0x0000_8000;
 const SHARE_TYPE_PIPE: u8 = 2;
 /// What a read-only tree grants at most.
 const READ_ONLY_ACCESS: u32 = access::FILE_GENERIC_READ | access::FILE_GENERIC_EXECUTE;
@@ -53,18 +56,38 @@ impl Connection {
                 (SHARE_TYPE_DISK, conf.read_only)
             }
         };
+        // Per-share encryption (MS-SMB2 3.3.5.7): `smb encrypt = required` refuses
+        // clients that cannot encrypt and makes every request on the tree encrypted.
+        let encrypt = share
+            .conf
+            .as_ref()
+            .and_then(|c| c.smb_encrypt)
+            .unwrap_or(self.st.config.global.server_smb_encrypt);
+        let can_encrypt = self.neg.cipher.is_some() && !user.guest && !user.anonymous;
+        let (share_flags, enforce) = match encrypt {
+            Encrypt::Required if !can_encrypt => {
+                warn!(share = %name, user = %user.name, "share requires encryption; client cannot encrypt");
+                return Err(NtStatus::ACCESS_DENIED);
+            }
+            Encrypt::Required => (SHAREFLAG_ENCRYPT_DATA, true),
+            Encrypt::Desired if can_encrypt => (SHAREFLAG_ENCRYPT_DATA, false),
+            _ => (0, false),
+        };
         let maximal = if read_only {
             READ_ONLY_ACCESS
         } else {
             FULL_ACCESS
         };
         let tid = sess.add_tree(share.clone(), read_only, maximal);
+        if let Some(t) = sess.trees.get_mut(&tid) {
+            t.encrypt = enforce;
+        }
         info!(share = %share.name, tid, user = %user.name, "tree connected");
         let mut b = Reply::buf();
         b[TREE_ID_OFFSET..TREE_ID_OFFSET + 4].copy_from_slice(&tid.to_le_bytes());
         TreeConnectResponse {
             share_type,
-            share_flags: 0,
+            share_flags,
             capabilities: 0,
             maximal_access: maximal,
         }
