@@ -5,7 +5,8 @@
 //! broker can move behind a socket (one broker for all workers) without
 //! changing its callers. Today it is an in-process object.
 
-use super::types::{access, nt_now, share};
+use super::sharemode::pair_conflicts;
+use super::types::{access, nt_now};
 use super::writetime::{Change, FileWriteTime, OpenWriteTime};
 use crate::wire::NtStatus;
 use std::collections::HashMap;
@@ -29,13 +30,6 @@ impl FileKey {
         FileKey { stream: 0, ..self }
     }
 }
-
-/// Bits of the access mask that take part in share-mode checks (MS-FSA 2.1.5.1.2).
-const DATA_ACCESS: u32 = access::FILE_READ_DATA
-    | access::FILE_WRITE_DATA
-    | access::FILE_APPEND_DATA
-    | access::FILE_EXECUTE
-    | access::DELETE;
 
 #[derive(Debug, Clone)]
 struct OpenRec {
@@ -98,28 +92,6 @@ pub struct Broker {
     files: Mutex<HashMap<FileKey, FileState>>,
 }
 
-/// True if a new open (access, share) conflicts with an existing one (MS-FSA share check).
-pub fn share_conflict(
-    existing_access: u32,
-    existing_share: u32,
-    new_access: u32,
-    new_share: u32,
-) -> bool {
-    let (ea, na) = (existing_access & DATA_ACCESS, new_access & DATA_ACCESS);
-    if ea == 0 || na == 0 {
-        return false;
-    }
-    let reads = |a: u32| a & (access::FILE_READ_DATA | access::FILE_EXECUTE) != 0;
-    let writes = |a: u32| a & (access::FILE_WRITE_DATA | access::FILE_APPEND_DATA) != 0;
-    let deletes = |a: u32| a & access::DELETE != 0;
-    (reads(na) && existing_share & share::READ == 0)
-        || (writes(na) && existing_share & share::WRITE == 0)
-        || (deletes(na) && existing_share & share::DELETE == 0)
-        || (reads(ea) && new_share & share::READ == 0)
-        || (writes(ea) && new_share & share::WRITE == 0)
-        || (deletes(ea) && new_share & share::DELETE == 0)
-}
-
 fn has_stream_opens(files: &HashMap<FileKey, FileState>, base: FileKey) -> bool {
     files
         .iter()
@@ -147,7 +119,7 @@ fn stream_conflict(
         .iter()
         .filter(|(k, _)| k.base() == key && k.stream != 0)
         .flat_map(|(_, s)| &s.opens)
-        .any(|o| share_conflict(o.access, o.share, access::DELETE, share))
+        .any(|o| pair_conflicts(o.access, o.share, access::DELETE, share))
         .then_some(NtStatus::SHARING_VIOLATION)
 }
 
@@ -187,7 +159,7 @@ impl Broker {
         if st
             .opens
             .iter()
-            .any(|o| share_conflict(o.access, o.share, access, share))
+            .any(|o| pair_conflicts(o.access, o.share, access, share))
         {
             if st.opens.is_empty() {
                 files.remove(&key);
@@ -212,7 +184,7 @@ impl Broker {
         }
         st.opens
             .iter()
-            .any(|o| share_conflict(o.access, o.share, access, share))
+            .any(|o| pair_conflicts(o.access, o.share, access, share))
             .then_some(NtStatus::SHARING_VIOLATION)
     }
 
@@ -477,6 +449,7 @@ impl Broker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fsa::types::share;
 
     const K: FileKey = FileKey {
         dev: 1,
