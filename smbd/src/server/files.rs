@@ -477,42 +477,7 @@ impl Connection {
             persistent: open_id,
             volatile: open_id,
         };
-        let mut ctxs = Vec::new();
-        for c in &req.contexts {
-            match c.name.as_slice() {
-                b"MxAc" => {
-                    let mx = crate::fsa::security::maximal_access(
-                        identity.uid,
-                        &identity.groups,
-                        &meta,
-                        identity.uid == 0,
-                        true,
-                    ) & if tree_ro {
-                        access::FILE_GENERIC_READ | access::FILE_GENERIC_EXECUTE
-                    } else {
-                        u32::MAX
-                    };
-                    let mut d = Vec::with_capacity(8);
-                    d.extend_from_slice(&0u32.to_le_bytes());
-                    d.extend_from_slice(&mx.to_le_bytes());
-                    ctxs.push(CreateContext {
-                        name: b"MxAc".to_vec(),
-                        data: d,
-                    });
-                }
-                b"QFid" => {
-                    let mut d = Vec::with_capacity(32);
-                    d.extend_from_slice(&meta.file_id.to_le_bytes());
-                    d.extend_from_slice(&u64::from(share.serial).to_le_bytes());
-                    d.extend_from_slice(&[0u8; 16]);
-                    ctxs.push(CreateContext {
-                        name: b"QFid".to_vec(),
-                        data: d,
-                    });
-                }
-                _ => {}
-            }
-        }
+        let ctxs = reply_contexts(&req.contexts, &meta, &identity, tree_ro, share.serial);
         let resp = CreateResponse {
             oplock_level: 0,
             flags: 0,
@@ -952,6 +917,50 @@ fn lock_reply() -> Reply {
         status: NtStatus::SUCCESS,
         buf: b,
     }
+}
+
+/// The create contexts we answer (MxAc, QFid); the rest are ignored, as
+/// MS-SMB2 3.3.5.9 allows. `meta` is the file's (a stream's base file).
+pub fn reply_contexts(
+    requested: &[CreateContext],
+    meta: &FileMeta,
+    identity: &Identity,
+    tree_ro: bool,
+    volume_serial: u32,
+) -> Vec<CreateContext> {
+    use crate::wire::create::{MxAcResponse, QFidResponse};
+    requested
+        .iter()
+        .filter_map(|c| match c.name.as_slice() {
+            b"MxAc" => {
+                let mut mx = crate::fsa::security::maximal_access(
+                    identity.uid,
+                    &identity.groups,
+                    meta,
+                    identity.uid == 0,
+                    true,
+                );
+                if tree_ro {
+                    mx &= access::FILE_GENERIC_READ | access::FILE_GENERIC_EXECUTE;
+                }
+                Some(
+                    MxAcResponse {
+                        query_status: 0,
+                        maximal_access: mx,
+                    }
+                    .context(),
+                )
+            }
+            b"QFid" => Some(
+                QFidResponse {
+                    disk_file_id: meta.file_id,
+                    volume_id: u64::from(volume_serial),
+                }
+                .context(),
+            ),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Checks CREATE parameters before anything touches the file system (MS-SMB2 3.3.5.9).

@@ -16,7 +16,7 @@ use crate::fsa::names::{self, ParsedPath};
 use crate::fsa::streams::{self as rules, StreamEntry};
 use crate::fsa::types::{access, action, attr, disposition, options, FileMeta};
 use crate::posix::{self, CreateMode, DirMode, OpenRequest};
-use crate::wire::create::{CreateContext, CreateRequest, CreateResponse};
+use crate::wire::create::{CreateRequest, CreateResponse};
 use crate::wire::rw::{ReadRequest, ReadResponse, WriteRequest, WriteResponse};
 use crate::wire::{FileId, NtStatus};
 use bytes::{BufMut, BytesMut};
@@ -248,7 +248,13 @@ impl Connection {
             end_of_file: meta.size,
             file_attributes: crate::fsa::info::wire_attributes(&meta),
             file_id: fid,
-            contexts: reply_contexts(req, &meta, &c),
+            contexts: super::files::reply_contexts(
+                &req.contexts,
+                &meta,
+                &c.identity,
+                c.tree_ro,
+                c.share.serial,
+            ),
         };
         self.opens.insert(
             open_id,
@@ -371,44 +377,6 @@ impl Connection {
 
 fn stream_of(open: &Open) -> Result<String, NtStatus> {
     open.stream.clone().ok_or(NtStatus::INTERNAL_ERROR)
-}
-
-/// MxAc and QFid answers for a stream open: those of its base file.
-fn reply_contexts(req: &CreateRequest, meta: &FileMeta, c: &StreamCreate) -> Vec<CreateContext> {
-    let mut out = Vec::new();
-    for ctx in &req.contexts {
-        let data = match ctx.name.as_slice() {
-            b"MxAc" => {
-                let id = &c.identity;
-                let mx = crate::fsa::security::maximal_access(
-                    id.uid,
-                    &id.groups,
-                    meta,
-                    id.uid == 0,
-                    true,
-                ) & if c.tree_ro {
-                    access::FILE_GENERIC_READ | access::FILE_GENERIC_EXECUTE
-                } else {
-                    u32::MAX
-                };
-                let mut d = 0u32.to_le_bytes().to_vec();
-                d.extend_from_slice(&mx.to_le_bytes());
-                d
-            }
-            b"QFid" => {
-                let mut d = meta.file_id.to_le_bytes().to_vec();
-                d.extend_from_slice(&u64::from(c.share.serial).to_le_bytes());
-                d.extend_from_slice(&[0u8; 16]);
-                d
-            }
-            _ => continue,
-        };
-        out.push(CreateContext {
-            name: ctx.name.clone(),
-            data,
-        });
-    }
-    out
 }
 
 /// CREATE options for a name that spelled out the default stream
