@@ -23,7 +23,7 @@ const INFO_FILESYSTEM: u8 = 2;
 const INFO_SECURITY: u8 = 3;
 const RESTART_SCANS: u8 = 0x01;
 const RETURN_SINGLE_ENTRY: u8 = 0x02;
-const INDEX_SPECIFIED: u8 = 0x04;
+// SMB2_INDEX_SPECIFIED (0x04) is not honoured yet: enumeration resumes where it stopped.
 const REOPEN: u8 = 0x10;
 
 impl Connection {
@@ -49,7 +49,6 @@ impl Connection {
             return Err(NtStatus::INVALID_PARAMETER);
         }
         let restart = req.flags & (RESTART_SCANS | REOPEN) != 0 || open.dir.is_none();
-        let _ = INDEX_SPECIFIED;
         if restart {
             let pattern = if req.pattern.is_empty() {
                 "*".to_string()
