@@ -202,6 +202,9 @@ pub struct Global {
     pub guest_account: String,
     /// "restrict anonymous": 0, 1 or 2.
     pub restrict_anonymous: u8,
+    /// "holdfast workers": worker processes behind the supervisor; 0 serves
+    /// every connection in the one process.
+    pub workers: usize,
     pub share_defaults: ShareDefaults,
 }
 
@@ -222,6 +225,7 @@ impl Default for Global {
             map_to_guest: MapToGuest::Never,
             guest_account: "nobody".into(),
             restrict_anonymous: 0,
+            workers: 1,
             share_defaults: ShareDefaults::default(),
         }
     }
@@ -612,6 +616,12 @@ fn apply_global_option(
             }
             g.smb_ports = ports;
         }
+        "holdfast workers" => {
+            g.workers = match a.value.trim().parse::<usize>() {
+                Ok(n) if n <= 256 => n,
+                _ => return Err(bad_value(a, S, "a number of worker processes, 0-256")),
+            }
+        }
         "state directory" => {
             let p = PathBuf::from(&a.value);
             if !p.is_absolute() {
@@ -928,6 +938,7 @@ impl Config {
                 .join(" "),
         );
         out.opt("state directory", g.state_directory.display());
+        out.opt("holdfast workers", g.workers);
         out.opt("server min protocol", g.server_min_protocol.as_str());
         out.opt("server max protocol", g.server_max_protocol.as_str());
         out.opt("server signing", g.server_signing.as_str());
