@@ -148,7 +148,12 @@ async fn serve_conn(keeper: Shared, policy: Arc<Policy>, sock: UnixSeqpacket, co
                 None,
             ) => {
                 let v = (*max_version).min(proto::MAX_VERSION);
-                if v < *min_version || v < proto::MIN_VERSION || !fds.is_empty() {
+                if !fds.is_empty() {
+                    vec![(
+                        Response::error(ErrorCode::BadMessage, "Hello carries no fds"),
+                        None,
+                    )]
+                } else if v < *min_version || v < proto::MIN_VERSION {
                     vec![(
                         Response::error(
                             ErrorCode::UnsupportedVersion,
