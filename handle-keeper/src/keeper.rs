@@ -214,9 +214,10 @@ impl Keeper {
             Request::List => {
                 let mut ids: Vec<u64> = self.kept.keys().copied().collect();
                 ids.sort_unstable();
+                let locks = kinfo::read_proc_locks();
                 let mut out: Vec<Reply> = ids
                     .iter()
-                    .map(|id| (Response::ListItem(self.entry(*id, now)), None))
+                    .map(|id| (Response::ListItem(self.entry(*id, now, &locks)), None))
                     .collect();
                 out.push((
                     Response::ListEnd {
@@ -228,7 +229,8 @@ impl Keeper {
             }
             Request::Show { id } => {
                 if self.kept.contains_key(&id) {
-                    vec![(Response::Shown(self.entry(id, now)), None)]
+                    let locks = kinfo::read_proc_locks();
+                    vec![(Response::Shown(self.entry(id, now, &locks)), None)]
                 } else {
                     err(ErrorCode::NotFound, format!("no kept handle {id}"))
                 }
@@ -489,9 +491,9 @@ impl Keeper {
         n
     }
 
-    fn entry(&self, id: u64, now: u64) -> Entry {
+    fn entry(&self, id: u64, now: u64, proc_locks: &str) -> Entry {
         let k = &self.kept[&id];
-        let info = kinfo::inspect(k.fd.as_fd());
+        let info = kinfo::inspect_with(k.fd.as_fd(), proc_locks);
         let time_left_ms = match (k.rec.state, k.rec.disconnected_at_ms) {
             (HandleState::Disconnected, Some(at)) => Some(
                 at.saturating_add(k.rec.timeout_ms as u64)

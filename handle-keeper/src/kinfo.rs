@@ -68,7 +68,17 @@ pub fn own_locks(fdinfo: &str) -> HashSet<String> {
         .collect()
 }
 
+/// The text of /proc/locks (empty if unreadable).
+pub fn read_proc_locks() -> String {
+    std::fs::read_to_string("/proc/locks").unwrap_or_default()
+}
+
 pub fn inspect(fd: BorrowedFd<'_>) -> FdInfo {
+    inspect_with(fd, &read_proc_locks())
+}
+
+/// Like `inspect` with /proc/locks already read (once per List).
+pub fn inspect_with(fd: BorrowedFd<'_>, proc_locks: &str) -> FdInfo {
     let (dev, ino) = match nix::sys::stat::fstat(fd.as_raw_fd()) {
         Ok(st) => (st.st_dev, st.st_ino),
         Err(_) => (0, 0),
@@ -83,10 +93,7 @@ pub fn inspect(fd: BorrowedFd<'_>) -> FdInfo {
     let own = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()))
         .map(|s| own_locks(&s))
         .unwrap_or_default();
-    let (locks, locks_omitted) = match std::fs::read_to_string("/proc/locks") {
-        Ok(text) => match_locks(&text, &proc_locks_key(dev, ino), &own),
-        Err(_) => (Vec::new(), 0),
-    };
+    let (locks, locks_omitted) = match_locks(proc_locks, &proc_locks_key(dev, ino), &own);
     FdInfo {
         dev,
         ino,

@@ -976,4 +976,35 @@ mod tests {
         ];
         assert_eq!(guid_string(&g), "00112233-4455-6677-8899-aabbccddeeff");
     }
+
+    proptest::proptest! {
+        #[test]
+        fn random_bytes_never_panic(body in proptest::collection::vec(proptest::num::u8::ANY, 0..300),
+                                    opcode in 0u16..12, reply in proptest::bool::ANY) {
+            let opcode = if reply { 0x8000 | opcode } else { opcode };
+            let mut buf = W::new(opcode, 1).0;
+            buf.extend_from_slice(&body);
+            let _ = Request::decode(&buf);
+            let _ = Response::decode(&buf);
+            let _ = Request::decode(&body);
+        }
+
+        #[test]
+        fn records_round_trip(id in proptest::num::u64::ANY, fid in proptest::num::u64::ANY,
+                              kind in 1u8..4, lease in proptest::option::of(proptest::array::uniform16(proptest::num::u8::ANY)),
+                              path in ".{0,40}", timeout in proptest::num::u32::ANY,
+                              at in proptest::option::of(proptest::num::u64::ANY)) {
+            let mut r = sample_record();
+            r.id = id;
+            r.persistent_file_id = fid;
+            r.kind = DurableKind::from_u8(kind).unwrap();
+            r.lease_key = lease;
+            r.path = path;
+            r.timeout_ms = timeout;
+            r.disconnected_at_ms = at;
+            let req = Request::Deposit(r);
+            let (back, _) = Request::decode(&req.encode(3)).unwrap();
+            proptest::prop_assert_eq!(back, req);
+        }
+    }
 }
