@@ -4,7 +4,7 @@ use clap::Parser;
 use holdfast_smbd::config::{self, Config};
 use holdfast_smbd::server::workers::{self, Supervisor, WorkerCommand, WorkerLink};
 use holdfast_smbd::server::{listen, ServerState};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -60,6 +60,14 @@ fn load(args: &Args) -> Result<(Config, Option<PathBuf>), String> {
 }
 
 fn main() -> ExitCode {
+    // Before any thread exists: this edits the environment.
+    let inherited = match kmod_interface::fdpass::take_listen_fds() {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("holdfast-smbd: cannot take the sockets systemd passed: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let args = Args::parse();
     if args.print_default_config {
         print!("{}", config::DEFAULT_CONFIG);
@@ -85,9 +93,9 @@ fn main() -> ExitCode {
         return run_worker(cfg, index);
     }
     if cfg.global.workers == 0 {
-        return run_single(cfg);
+        return run_single(cfg, inherited);
     }
-    run_supervisor(cfg, path)
+    run_supervisor(cfg, path, inherited)
 }
 
 fn runtime() -> Option<tokio::runtime::Runtime> {
@@ -129,8 +137,25 @@ async fn shutdown_signal() -> Result<(), ExitCode> {
     Ok(())
 }
 
+/// The sockets systemd passed, or our own from `interfaces` / `smb ports`.
+fn listeners(
+    cfg: &Config,
+    inherited: Vec<(String, OwnedFd)>,
+) -> std::io::Result<Vec<tokio::net::TcpListener>> {
+    if inherited.is_empty() {
+        return listen::bind_all(cfg);
+    }
+    let ls = listen::adopt(inherited)?;
+    if ls.is_empty() {
+        return Err(std::io::Error::other(
+            "systemd passed no usable listening socket",
+        ));
+    }
+    Ok(ls)
+}
+
 /// `holdfast workers = 0`: listen and serve in this one process.
-fn run_single(cfg: Config) -> ExitCode {
+fn run_single(cfg: Config, inherited: Vec<(String, OwnedFd)>) -> ExitCode {
     let Some(st) = state(cfg) else {
         return ExitCode::FAILURE;
     };
@@ -138,7 +163,7 @@ fn run_single(cfg: Config) -> ExitCode {
         return ExitCode::FAILURE;
     };
     rt.block_on(async move {
-        let listeners = match listen::bind_all(&st.config) {
+        let listeners = match listeners(&st.config, inherited) {
             Ok(l) => l,
             Err(e) => {
                 tracing::error!(%e, "startup failed");
@@ -155,7 +180,11 @@ fn run_single(cfg: Config) -> ExitCode {
 }
 
 /// The supervisor: listeners, workers, routing; no SMB state of its own.
-fn run_supervisor(cfg: Config, path: Option<PathBuf>) -> ExitCode {
+fn run_supervisor(
+    cfg: Config,
+    path: Option<PathBuf>,
+    inherited: Vec<(String, OwnedFd)>,
+) -> ExitCode {
     let workers = cfg.global.workers;
     // Validate shares, users and the state directory once, before any worker.
     let Some(st) = state(cfg.clone()) else {
@@ -174,7 +203,7 @@ fn run_supervisor(cfg: Config, path: Option<PathBuf>) -> ExitCode {
         return ExitCode::FAILURE;
     };
     rt.block_on(async move {
-        let listeners = match listen::bind_all(&cfg) {
+        let listeners = match listeners(&cfg, inherited) {
             Ok(l) => l,
             Err(e) => {
                 tracing::error!(%e, "startup failed");

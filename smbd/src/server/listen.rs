@@ -81,6 +81,23 @@ pub fn bind_all(cfg: &Config) -> io::Result<Vec<TcpListener>> {
     Ok(ls)
 }
 
+/// Listeners passed by systemd socket activation (`take_listen_fds`, fd
+/// name "smb" or unnamed); must run inside the runtime.
+pub fn adopt(fds: Vec<(String, OwnedFd)>) -> io::Result<Vec<TcpListener>> {
+    let mut ls = Vec::new();
+    for (name, fd) in fds {
+        if name != "smb" && name != "unknown" {
+            warn!(%name, "ignoring a passed fd that is not named \"smb\"");
+            continue;
+        }
+        let l = std::net::TcpListener::from(fd);
+        l.set_nonblocking(true)?;
+        info!(addr = ?l.local_addr().ok(), "listening (socket activation)");
+        ls.push(TcpListener::from_std(l)?);
+    }
+    Ok(ls)
+}
+
 /// Accepts connections on every listener until the task is dropped.
 pub async fn serve(st: Arc<ServerState>, listeners: Vec<TcpListener>) {
     let ids = Arc::new(AtomicU64::new(1));
