@@ -7,7 +7,7 @@
 # What it does:
 #   1. apt: build deps and the test peers (smbclient, samba, samba-testsuite, python3-pip);
 #      pip: smbprotocol (scripts/lib.sh install_deps, shared with scripts/test.sh).
-#   2. cargo build --release --workspace; installs holdfast-smbd and holdfastctl to
+#   2. cargo build --release --workspace; installs holdfast-smbd, holdfastctl and holdfast-keeper to
 #      /usr/local/sbin (the server then runs from there, not from target/release).
 #   3. /etc/holdfast/smb.conf from `holdfast-smbd --print-default-config` (kept if it exists;
 #      a built-in default is written while the server lacks that flag).
@@ -46,7 +46,7 @@ ensure_cargo
 banner "2/5 build and install"
 (cd "$REPO_ROOT" && cargo build --release --workspace)
 install -d "$SBIN"
-for b in holdfast-smbd holdfastctl; do
+for b in holdfast-smbd holdfastctl holdfast-keeper; do
   install -m 0755 "$REPO_ROOT/target/release/$b" "$SBIN/$b"
   info "installed $SBIN/$b"
 done

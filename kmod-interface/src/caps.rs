@@ -32,6 +32,33 @@ pub fn drop_all_except(keep: &[Capability]) -> io::Result<()> {
     Ok(())
 }
 
+/// This thread's capabilities in `set` (for logging what a daemon kept).
+pub fn current(set: CapSet) -> io::Result<CapsHashSet> {
+    ::caps::read(None, set).map_err(to_io)
+}
+
+/// Drops everything but `keep` and then checks that exactly the kept
+/// capabilities that were permitted remain effective and permitted; a daemon
+/// calls this on its main thread before starting any other thread, so every
+/// thread it creates afterwards inherits the reduced sets.
+pub fn restrict_to(keep: &[Capability]) -> io::Result<CapsHashSet> {
+    let before = current(CapSet::Permitted)?;
+    drop_all_except(keep)?;
+    let eff = current(CapSet::Effective)?;
+    let perm = current(CapSet::Permitted)?;
+    let want: CapsHashSet = keep
+        .iter()
+        .copied()
+        .filter(|c| before.contains(c))
+        .collect();
+    if eff != want || perm != want {
+        return Err(io::Error::other(format!(
+            "capabilities after dropping: effective {eff:?}, permitted {perm:?}; wanted {want:?}"
+        )));
+    }
+    Ok(eff)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,6 +10,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 pub mod caps;
+pub mod fdpass;
 pub mod fs;
 pub mod handle;
 pub mod identity;

@@ -16,7 +16,20 @@ pub struct KernelProbe {
     pub file_handles: bool,
     /// F_SETDELEG (Linux 6.19+).
     pub f_setdeleg: bool,
+    /// /proc/sys/fs/lease-break-time in seconds: how long a local opener waits
+    /// for a lease holder; our SMB break timeout must be shorter.
+    pub lease_break_time: Option<u32>,
+    /// The control device of the kernel module specified in
+    /// docs/kernel-interface.md part B (never present on a stock kernel).
+    pub holdfast_ofd_device: bool,
     pub kernel_release: String,
+}
+
+/// Reads /proc/sys/fs/lease-break-time.
+pub fn lease_break_time() -> Option<u32> {
+    std::fs::read_to_string("/proc/sys/fs/lease-break-time")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
 }
 
 /// Tries each feature on a temporary file created (and removed) in `dir`.
@@ -26,6 +39,8 @@ pub fn probe(dir: &Path) -> KernelProbe {
         kernel_release: nix::sys::utsname::uname()
             .map(|u| u.release().to_string_lossy().into_owned())
             .unwrap_or_default(),
+        lease_break_time: lease_break_time(),
+        holdfast_ofd_device: Path::new("/dev/holdfast-ofd").exists(),
         ..KernelProbe::default()
     };
     let Ok(d) = std::fs::File::open(dir) else {
@@ -86,6 +101,8 @@ mod tests {
         let p = probe(t.path());
         assert!(p.openat2 && p.ofd_locks && p.leases, "{p:?}");
         assert!(!p.kernel_release.is_empty());
+        assert!(p.lease_break_time.is_some(), "{p:?}");
+        assert!(!p.holdfast_ofd_device);
         eprintln!("{p:?}");
         assert_eq!(std::fs::read_dir(t.path()).unwrap().count(), 0);
     }

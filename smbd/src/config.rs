@@ -211,6 +211,9 @@ pub struct Global {
     /// "oplock break timeout": seconds a conflicting open waits for the
     /// holder to acknowledge an oplock break (MS-SMB2 3.3.2.1, default 35).
     pub oplock_break_timeout: u32,
+    /// "holdfast workers": worker processes behind the supervisor; 0 serves
+    /// every connection in the one process.
+    pub workers: usize,
     pub share_defaults: ShareDefaults,
 }
 
@@ -232,6 +235,7 @@ impl Default for Global {
             guest_account: "nobody".into(),
             restrict_anonymous: 0,
             oplock_break_timeout: 35,
+            workers: 1,
             share_defaults: ShareDefaults::default(),
         }
     }
@@ -626,6 +630,12 @@ fn apply_global_option(
             }
             g.smb_ports = ports;
         }
+        "holdfast workers" => {
+            g.workers = match a.value.trim().parse::<usize>() {
+                Ok(n) if n <= 256 => n,
+                _ => return Err(bad_value(a, S, "a number of worker processes, 0-256")),
+            }
+        }
         "state directory" => {
             let p = PathBuf::from(&a.value);
             if !p.is_absolute() {
@@ -950,6 +960,7 @@ impl Config {
                 .join(" "),
         );
         out.opt("state directory", g.state_directory.display());
+        out.opt("holdfast workers", g.workers);
         out.opt("server min protocol", g.server_min_protocol.as_str());
         out.opt("server max protocol", g.server_max_protocol.as_str());
         out.opt("server signing", g.server_signing.as_str());

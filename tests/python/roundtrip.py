@@ -2,11 +2,15 @@
 """smbprotocol (low-level API) round trip against an SMB server, SMB 3.1.1 with signing required.
 
     roundtrip.py --port PORT --share SHARE --user USER --password PASS [--host 127.0.0.1]
-                 [--size BYTES] [--localdir DIR]
+                 [--size BYTES] [--localdir DIR] [--cipher NAME]
 
 Connects (dialect 3.1.1, require_signing), creates a file, writes SIZE (1 MiB) random bytes,
 reads them back and compares, checks the server-side copy if --localdir is given, deletes the
 file (delete-on-close) and checks it is gone. Exit 0 and "OK ..." on success.
+
+With --cipher (AES_128_CCM, AES_128_GCM, AES_256_CCM or AES_256_GCM) only that cipher is
+offered, the session requires encryption, and the script checks the server chose that cipher
+and that the session really encrypts.
 """
 import argparse
 import hashlib
@@ -14,7 +18,7 @@ import os
 import sys
 import uuid
 
-from smbprotocol.connection import Connection, Dialects
+from smbprotocol.connection import Ciphers, Connection, Dialects
 from smbprotocol.open import (CreateDisposition, CreateOptions, FileAttributes,
                               FilePipePrinterAccessMask, ImpersonationLevel, Open, ShareAccess)
 from smbprotocol.session import Session
@@ -34,18 +38,27 @@ def main():
     ap.add_argument("--size", type=int, default=1024 * 1024)
     ap.add_argument("--localdir")
     ap.add_argument("--timeout", type=int, default=30)
+    ap.add_argument("--cipher", choices=["AES_128_CCM", "AES_128_GCM", "AES_256_CCM", "AES_256_GCM"])
     a = ap.parse_args()
+    cipher = getattr(Ciphers, a.cipher) if a.cipher else None
 
     data = os.urandom(a.size)
     name = "pyrt-%s.bin" % uuid.uuid4().hex[:12]
 
     conn = Connection(uuid.uuid4(), a.host, a.port, require_signing=True)
-    conn.connect(Dialects.SMB_3_1_1, timeout=a.timeout)
+    conn.connect(Dialects.SMB_3_1_1, timeout=a.timeout,
+                 preferred_encryption_algos=[cipher] if cipher else None)
     try:
         assert conn.dialect == Dialects.SMB_3_1_1, "negotiated dialect 0x%x, want 0x311" % conn.dialect
-        session = Session(conn, a.user, a.password, require_encryption=False)
+        if cipher:
+            assert conn.cipher_id == cipher, "server chose cipher %r, want %r" % (conn.cipher_id, cipher)
+        session = Session(conn, a.user, a.password, require_encryption=bool(cipher))
         session.connect()
-        assert session.signing_required, "session is not signed"
+        if cipher:
+            # encrypted messages are not signed as well; the transform header authenticates them
+            assert session.encrypt_data, "session does not encrypt"
+        else:
+            assert session.signing_required, "session is not signed"
         tree = TreeConnect(session, r"\\%s\%s" % (a.host, a.share))
         tree.connect()
 
@@ -97,7 +110,8 @@ def main():
         session.disconnect()
     finally:
         conn.disconnect(True)
-    print("OK smbprotocol SMB 3.1.1 signed round trip of %d bytes (%s)" % (a.size, name))
+    how = "encrypted with %s" % a.cipher if a.cipher else "signed"
+    print("OK smbprotocol SMB 3.1.1 %s round trip of %d bytes (%s)" % (how, a.size, name))
     return 0
 
 

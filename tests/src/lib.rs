@@ -292,6 +292,11 @@ impl Server {
 
     /// Like `start`, with extra smb.conf lines for the test share (e.g. "smb encrypt = required").
     pub fn start_with(share_options: &str) -> Server {
+        Self::start_config("", share_options)
+    }
+
+    /// Like `start_with`, with extra [global] lines too (e.g. "holdfast workers = 2").
+    pub fn start_config(global_options: &str, share_options: &str) -> Server {
         if let Ok(spec) = std::env::var("HOLDFAST_TEST_EXTERNAL") {
             return Self::external(&spec);
         }
@@ -323,7 +328,8 @@ impl Server {
             format!(
                 "[global]\n\tinterfaces = 127.0.0.1\n\tsmb ports = {port}\n\
                  \tstate directory = {state}\n\tserver min protocol = SMB2_02\n\
-                 \tserver max protocol = SMB3_11\n\tserver signing = auto\n\tlog level = 2\n\n\
+                 \tserver max protocol = SMB3_11\n\tserver signing = auto\n\tlog level = 2\n\
+                 \t{global_options}\n\n\
                  [share]\n\tpath = {share}\n\tcomment = integration test share\n\
                  \tread only = no\n\tguest ok = no\n\t{share_options}\n",
                 state = state.display(),
@@ -441,6 +447,19 @@ impl Server {
             }
             thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Pid of the private server (the supervisor when it runs workers).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// The whole server log so far ("" for an external server).
+    pub fn log_text(&self) -> String {
+        self.log
+            .as_ref()
+            .and_then(|l| fs::read_to_string(l).ok())
+            .unwrap_or_default()
     }
 
     /// Print the server log (last 300 lines) to stderr.

@@ -1,5 +1,6 @@
-//! Python smbprotocol (low-level API) against Holdfast: SMB 3.1.1, signing required,
-//! 1 MiB write/read/compare/delete (tests/python/roundtrip.py).
+//! Python smbprotocol (low-level API) against Holdfast: SMB 3.1.1, 1 MiB
+//! write/read/compare/delete (tests/python/roundtrip.py), signed, and encrypted
+//! with each of the four ciphers.
 
 use std::path::Path;
 use std::process::Command;
@@ -7,12 +8,7 @@ use std::time::Duration;
 
 use holdfast_tests::{python, python_smbprotocol_available, run_with_timeout, Server};
 
-#[test]
-fn smbprotocol_311_signed_roundtrip() {
-    if !python_smbprotocol_available() {
-        return;
-    }
-    let srv = Server::start();
+fn roundtrip(srv: &Server, extra: &[&str]) -> String {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/roundtrip.py");
     let mut c = Command::new(python());
     c.arg(&script)
@@ -26,11 +22,40 @@ fn smbprotocol_311_signed_roundtrip() {
             &srv.password,
         ])
         .arg("--localdir")
-        .arg(&srv.localdir);
+        .arg(&srv.localdir)
+        .args(extra);
     let out = run_with_timeout(&mut c, None, Duration::from_secs(120));
-    assert!(out.success(), "roundtrip.py failed:\n{out}");
+    assert!(out.success(), "roundtrip.py {extra:?} failed:\n{out}");
+    out.stdout
+}
+
+#[test]
+fn smbprotocol_311_signed_roundtrip() {
+    if !python_smbprotocol_available() {
+        return;
+    }
+    let srv = Server::start();
+    let out = roundtrip(&srv, &[]);
     assert!(
-        out.stdout.contains("OK smbprotocol"),
+        out.contains("OK smbprotocol SMB 3.1.1 signed"),
         "unexpected output:\n{out}"
     );
+}
+
+/// The client offers exactly one cipher and requires encryption; the script
+/// checks the negotiated cipher and that the session encrypts.
+#[test]
+fn smbprotocol_311_encrypted_roundtrip_each_cipher() {
+    if !python_smbprotocol_available() {
+        return;
+    }
+    let srv = Server::start();
+    for cipher in ["AES_128_CCM", "AES_128_GCM", "AES_256_CCM", "AES_256_GCM"] {
+        let out = roundtrip(&srv, &["--cipher", cipher, "--size", "262144"]);
+        let want = format!("OK smbprotocol SMB 3.1.1 encrypted with {cipher}");
+        assert!(
+            out.contains(&want),
+            "unexpected output for {cipher}:\n{out}"
+        );
+    }
 }

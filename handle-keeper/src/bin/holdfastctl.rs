@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use holdfast_keeper::DEFAULT_SOCKET;
 use holdfast_smbd::config::{self, Config};
 use holdfast_smbd::userdb::{self, UserDb, UserRecord};
 
@@ -25,6 +26,32 @@ enum Command {
     /// Manage SMB users.
     #[command(subcommand)]
     User(UserCmd),
+    /// List, show and evict handles kept by holdfast-keeper.
+    Handles(HandlesArgs),
+}
+
+#[derive(clap::Args)]
+struct HandlesArgs {
+    /// The keeper's socket.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET, global = true)]
+    socket: PathBuf,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Option<HandlesCmd>,
+}
+
+#[derive(Subcommand)]
+enum HandlesCmd {
+    /// Everything about one kept handle.
+    Show { id: u64 },
+    /// Close a kept handle now (root only); the keeper logs who and why.
+    Evict {
+        id: u64,
+        #[arg(long, value_name = "TEXT")]
+        reason: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -98,8 +125,14 @@ fn read_password() -> Result<String, String> {
 }
 
 fn run(cli: Cli) -> Result<(), String> {
-    let cfg = load_config(&cli.config)?;
-    let Command::User(cmd) = cli.command;
+    match cli.command {
+        Command::User(cmd) => run_user(&cli.config, cmd),
+        Command::Handles(args) => handles::run(args),
+    }
+}
+
+fn run_user(config: &Path, cmd: UserCmd) -> Result<(), String> {
+    let cfg = load_config(config)?;
     let open = || UserDb::open(&cfg.global.state_directory).map_err(|e| e.to_string());
     match cmd {
         UserCmd::Add {
@@ -204,6 +237,254 @@ fn json_str(s: &str) -> String {
     }
     out.push('"');
     out
+}
+
+mod handles {
+    use super::{json_str, utc_time, HandlesArgs, HandlesCmd};
+    use holdfast_keeper::proto::{guid_string, Entry, Guid};
+    use holdfast_keeper::{Client, ClientError, ErrorCode, HandleState};
+
+    pub fn run(args: HandlesArgs) -> Result<(), String> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        rt.block_on(async {
+            let mut c =
+                Client::connect(&args.socket, "holdfastctl")
+                    .await
+                    .map_err(|e| match e {
+                        ClientError::Io(io) => {
+                            format!("cannot reach the keeper at {}: {io}", args.socket.display())
+                        }
+                        other => other.to_string(),
+                    })?;
+            match args.cmd {
+                None => {
+                    let entries = c.list().await.map_err(describe)?;
+                    if args.json {
+                        let items: Vec<String> = entries.iter().map(entry_json).collect();
+                        println!("[{}]", items.join(","));
+                    } else {
+                        print_table(&entries);
+                    }
+                }
+                Some(HandlesCmd::Show { id }) => {
+                    let e = c.show(id).await.map_err(describe)?;
+                    if args.json {
+                        println!("{}", entry_json(&e));
+                    } else {
+                        print_entry(&e);
+                    }
+                }
+                Some(HandlesCmd::Evict { id, reason }) => {
+                    if reason.trim().is_empty() {
+                        return Err("--reason must say why".into());
+                    }
+                    c.evict(id, &reason).await.map_err(describe)?;
+                    eprintln!("holdfastctl: evicted kept handle {id}");
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn describe(e: ClientError) -> String {
+        match e.code() {
+            Some(ErrorCode::NotAllowed) => format!("{e} (evicting needs root)"),
+            _ => e.to_string(),
+        }
+    }
+
+    /// SMB lease letters (R, H, W) or the oplock level.
+    fn caching(e: &Entry) -> String {
+        let r = &e.record;
+        if r.lease_key.is_some() {
+            let mut s = String::new();
+            for (bit, c) in [(1, 'R'), (2, 'H'), (4, 'W')] {
+                if r.lease_state & bit != 0 {
+                    s.push(c);
+                }
+            }
+            if s.is_empty() {
+                s.push_str("none");
+            }
+            format!("lease:{s}")
+        } else {
+            match r.oplock_level {
+                0 => "none".into(),
+                1 => "oplock:II".into(),
+                8 => "oplock:excl".into(),
+                9 => "oplock:batch".into(),
+                v => format!("oplock:{v:#x}"),
+            }
+        }
+    }
+
+    fn time_left(e: &Entry) -> String {
+        match e.time_left_ms {
+            Some(ms) => format!("{}.{}s", ms / 1000, ms % 1000 / 100),
+            None => "-".into(),
+        }
+    }
+
+    fn print_table(entries: &[Entry]) {
+        let rows: Vec<[String; 10]> = entries
+            .iter()
+            .map(|e| {
+                let r = &e.record;
+                [
+                    r.id.to_string(),
+                    r.state.as_str().into(),
+                    r.kind.as_str().into(),
+                    time_left(e),
+                    r.client_addr.clone(),
+                    guid_string(&r.client_guid),
+                    format!("{}({})", r.user_name, r.uid),
+                    r.share.clone(),
+                    caching(e),
+                    r.path.clone(),
+                ]
+            })
+            .collect();
+        let head = [
+            "ID",
+            "STATE",
+            "KIND",
+            "LEFT",
+            "CLIENT",
+            "CLIENT GUID",
+            "USER",
+            "SHARE",
+            "CACHING",
+            "PATH",
+        ];
+        let mut w: Vec<usize> = head.iter().map(|h| h.len()).collect();
+        for row in &rows {
+            for (i, c) in row.iter().enumerate() {
+                w[i] = w[i].max(c.len());
+            }
+        }
+        let line = |cells: Vec<&str>| {
+            let mut s = String::new();
+            for (i, c) in cells.iter().enumerate() {
+                if i + 1 == cells.len() {
+                    s.push_str(c);
+                } else {
+                    s.push_str(&format!("{c:w$}  ", w = w[i]));
+                }
+            }
+            println!("{s}");
+        };
+        line(head.to_vec());
+        for (row, e) in rows.iter().zip(entries) {
+            line(row.iter().map(String::as_str).collect());
+            println!("    kernel lease: {}", e.kernel_lease);
+            for l in &e.locks {
+                let whose = if l.own { "this handle" } else { "other" };
+                println!("    lock: {}  ({whose})", l.text);
+            }
+            if e.locks_omitted > 0 {
+                println!("    ... {} more locks", e.locks_omitted);
+            }
+        }
+    }
+
+    fn opt_guid(g: &Option<Guid>) -> String {
+        g.as_ref().map(guid_string).unwrap_or_else(|| "-".into())
+    }
+
+    fn print_entry(e: &Entry) {
+        let r = &e.record;
+        let rows = [
+            ("id", r.id.to_string()),
+            ("state", r.state.as_str().into()),
+            ("kind", r.kind.as_str().into()),
+            ("time left", time_left(e)),
+            ("timeout", format!("{} ms", r.timeout_ms)),
+            ("client", r.client_addr.clone()),
+            ("client guid", guid_string(&r.client_guid)),
+            ("create guid", guid_string(&r.create_guid)),
+            ("file id", format!("{:#018x}", r.persistent_file_id)),
+            ("user", format!("{} (uid {})", r.user_name, r.uid)),
+            ("share", r.share.clone()),
+            ("path", r.path.clone()),
+            ("caching", caching(e)),
+            ("lease key", opt_guid(&r.lease_key)),
+            ("access mask", format!("{:#010x}", r.desired_access)),
+            ("share access", format!("{:#x}", r.share_access)),
+            ("app instance", opt_guid(&r.app_instance_id)),
+            ("deposited", utc_time((r.deposited_at_ms / 1000) as i64)),
+            (
+                "disconnected",
+                r.disconnected_at_ms
+                    .map(|t| utc_time((t / 1000) as i64))
+                    .unwrap_or_else(|| "-".into()),
+            ),
+            ("inode", format!("{} on dev {:#x}", e.ino, e.dev)),
+            ("kernel lease", e.kernel_lease.clone()),
+        ];
+        for (k, v) in rows {
+            println!("{k:13} {v}");
+        }
+        for l in &e.locks {
+            let whose = if l.own { "this handle" } else { "other" };
+            println!("{:13} {}  ({whose})", "lock", l.text);
+        }
+        if e.locks_omitted > 0 {
+            println!("{:13} ... {} more", "lock", e.locks_omitted);
+        }
+    }
+
+    fn entry_json(e: &Entry) -> String {
+        let r = &e.record;
+        let g = |g: &Guid| json_str(&guid_string(g));
+        let og = |o: &Option<Guid>| o.as_ref().map(g).unwrap_or_else(|| "null".into());
+        let on = |o: Option<u64>| o.map(|v| v.to_string()).unwrap_or_else(|| "null".into());
+        let locks: Vec<String> = e
+            .locks
+            .iter()
+            .map(|l| format!("{{\"text\":{},\"own\":{}}}", json_str(&l.text), l.own))
+            .collect();
+        format!(
+            concat!(
+                "{{\"id\":{},\"state\":{},\"connected\":{},\"kind\":{},\"time_left_ms\":{},",
+                "\"timeout_ms\":{},\"client_addr\":{},\"client_guid\":{},\"create_guid\":{},",
+                "\"persistent_file_id\":{},\"uid\":{},\"user\":{},\"share\":{},\"path\":{},",
+                "\"lease_key\":{},\"lease_state\":{},\"oplock_level\":{},\"desired_access\":{},",
+                "\"share_access\":{},\"app_instance_id\":{},\"deposited_at_ms\":{},",
+                "\"disconnected_at_ms\":{},\"dev\":{},\"ino\":{},\"kernel_lease\":{},",
+                "\"locks\":[{}],\"locks_omitted\":{}}}"
+            ),
+            r.id,
+            json_str(r.state.as_str()),
+            r.state == HandleState::Connected,
+            json_str(r.kind.as_str()),
+            on(e.time_left_ms),
+            r.timeout_ms,
+            json_str(&r.client_addr),
+            g(&r.client_guid),
+            g(&r.create_guid),
+            r.persistent_file_id,
+            r.uid,
+            json_str(&r.user_name),
+            json_str(&r.share),
+            json_str(&r.path),
+            og(&r.lease_key),
+            r.lease_state,
+            r.oplock_level,
+            r.desired_access,
+            r.share_access,
+            og(&r.app_instance_id),
+            r.deposited_at_ms,
+            on(r.disconnected_at_ms),
+            e.dev,
+            e.ino,
+            json_str(&e.kernel_lease),
+            locks.join(","),
+            e.locks_omitted
+        )
+    }
 }
 
 /// "YYYY-MM-DD hh:mm:ss" from Unix seconds (days-to-civil conversion).

@@ -2,6 +2,7 @@
 
 use super::conn::Connection;
 use super::state::ServerState;
+use crate::config::Config;
 use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -40,14 +41,14 @@ fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 }
 
 /// Resolves the configured interfaces and ports to socket addresses.
-pub fn listen_addrs(st: &ServerState) -> Vec<SocketAddr> {
+pub fn listen_addrs(cfg: &Config) -> Vec<SocketAddr> {
     let mut out = Vec::new();
-    for iface in &st.config.global.interfaces {
+    for iface in &cfg.global.interfaces {
         let s = iface.trim_start_matches('[').trim_end_matches(']');
         let s = s.split('/').next().unwrap_or(s);
         match s.parse::<IpAddr>() {
             Ok(ip) => {
-                for port in &st.config.global.smb_ports {
+                for port in &cfg.global.smb_ports {
                     out.push(SocketAddr::new(ip, *port));
                 }
             }
@@ -60,9 +61,9 @@ pub fn listen_addrs(st: &ServerState) -> Vec<SocketAddr> {
 }
 
 /// Binds all listeners (before privileges could be dropped).
-pub fn bind_all(st: &ServerState) -> io::Result<Vec<TcpListener>> {
+pub fn bind_all(cfg: &Config) -> io::Result<Vec<TcpListener>> {
     let mut ls = Vec::new();
-    for a in listen_addrs(st) {
+    for a in listen_addrs(cfg) {
         match bind(a) {
             Ok(l) => {
                 info!(addr = %a, "listening");
@@ -76,6 +77,23 @@ pub fn bind_all(st: &ServerState) -> io::Result<Vec<TcpListener>> {
     }
     if ls.is_empty() {
         return Err(io::Error::other("no usable listen address in 'interfaces'"));
+    }
+    Ok(ls)
+}
+
+/// Listeners passed by systemd socket activation (`take_listen_fds`, fd
+/// name "smb" or unnamed); must run inside the runtime.
+pub fn adopt(fds: Vec<(String, OwnedFd)>) -> io::Result<Vec<TcpListener>> {
+    let mut ls = Vec::new();
+    for (name, fd) in fds {
+        if name != "smb" && name != "unknown" {
+            warn!(%name, "ignoring a passed fd that is not named \"smb\"");
+            continue;
+        }
+        let l = std::net::TcpListener::from(fd);
+        l.set_nonblocking(true)?;
+        info!(addr = ?l.local_addr().ok(), "listening (socket activation)");
+        ls.push(TcpListener::from_std(l)?);
     }
     Ok(ls)
 }

@@ -17,5 +17,6 @@ pub mod session;
 pub mod state;
 pub mod streams;
 pub mod tree;
+pub mod workers;
 
 pub use state::{ServerState, Share};

@@ -106,6 +106,15 @@ impl Connection {
         Ok(out)
     }
 
+    /// State after another worker answered this connection's SMB1
+    /// multi-protocol negotiate with the wildcard dialect: message id 0 is
+    /// used and one credit granted, as `smb1_negotiate` leaves it.
+    pub fn resume_after_smb1_upgrade(&mut self) {
+        if self.credits.consume(0, 1) {
+            self.credits.grant(1);
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn set_negotiated(
         &mut self,
