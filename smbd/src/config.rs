@@ -211,6 +211,15 @@ pub struct Global {
     /// "oplock break timeout": seconds a conflicting open waits for the
     /// holder to acknowledge an oplock break (MS-SMB2 3.3.2.1, default 35).
     pub oplock_break_timeout: u32,
+    /// "holdfast durable timeout": seconds a disconnected durable handle is
+    /// kept for its client (v1 handles, and v2 handles that ask for 0).
+    pub durable_timeout: u32,
+    /// "holdfast durable max timeout": the most a v2 durable handle may ask
+    /// for, in seconds.
+    pub durable_max_timeout: u32,
+    /// "holdfast keeper socket": the handle keeper's socket; None runs
+    /// without a keeper (durable handles live only in the worker).
+    pub keeper_socket: Option<PathBuf>,
     /// "holdfast workers": worker processes behind the supervisor; 0 serves
     /// every connection in the one process.
     pub workers: usize,
@@ -235,6 +244,9 @@ impl Default for Global {
             guest_account: "nobody".into(),
             restrict_anonymous: 0,
             oplock_break_timeout: 35,
+            durable_timeout: 60,
+            durable_max_timeout: 300,
+            keeper_socket: None,
             workers: 1,
             share_defaults: ShareDefaults::default(),
         }
@@ -719,6 +731,28 @@ fn apply_global_option(
                 _ => return Err(bad_value(a, S, "seconds, 1-3600")),
             }
         }
+        "holdfast durable timeout" => {
+            g.durable_timeout = match a.value.trim().parse::<u32>() {
+                Ok(n) if (1..=86_400).contains(&n) => n,
+                _ => return Err(bad_value(a, S, "seconds, 1-86400")),
+            }
+        }
+        "holdfast durable max timeout" => {
+            g.durable_max_timeout = match a.value.trim().parse::<u32>() {
+                Ok(n) if (1..=86_400).contains(&n) => n,
+                _ => return Err(bad_value(a, S, "seconds, 1-86400")),
+            }
+        }
+        "holdfast keeper socket" => {
+            let v = a.value.trim();
+            g.keeper_socket = if v.is_empty() {
+                None
+            } else if Path::new(v).is_absolute() {
+                Some(PathBuf::from(v))
+            } else {
+                return Err(bad_value(a, S, "an absolute path, or empty for no keeper"));
+            };
+        }
         "server role" => {
             let role = fold_name(&a.value);
             if !matches!(role.as_str(), "standalone" | "standalone server" | "auto") {
@@ -973,6 +1007,15 @@ impl Config {
         out.opt("guest account", &g.guest_account);
         out.opt("restrict anonymous", g.restrict_anonymous);
         out.opt("oplock break timeout", g.oplock_break_timeout);
+        out.opt("holdfast durable timeout", g.durable_timeout);
+        out.opt("holdfast durable max timeout", g.durable_max_timeout);
+        out.opt(
+            "holdfast keeper socket",
+            g.keeper_socket
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+        );
         let d = &g.share_defaults;
         render_share_opts(
             &mut out,
@@ -1300,6 +1343,28 @@ mod tests {
         assert!(err("[global]\noplock break timeout = 0\n").contains("oplock break timeout"));
         let (c2, _) = ok(&c.render_effective());
         assert_eq!(c2, c);
+    }
+
+    #[test]
+    fn durable_options() {
+        let d = Global::default();
+        assert_eq!((d.durable_timeout, d.durable_max_timeout), (60, 300));
+        assert_eq!(d.keeper_socket, None);
+        let (c, w) = ok("[global]\nholdfast durable timeout = 10\n\
+                         holdfast durable max timeout = 20\n\
+                         holdfast keeper socket = /run/k.sock\n\
+                         [a]\npath = /a\ndurable handles = no\n");
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(c.global.durable_timeout, 10);
+        assert_eq!(c.global.durable_max_timeout, 20);
+        assert_eq!(c.global.keeper_socket, Some(PathBuf::from("/run/k.sock")));
+        assert_eq!(c.share("a").unwrap().durable_handles, Some(false));
+        let (c2, _) = ok(&c.render_effective());
+        assert_eq!(c2, c);
+        let (c3, _) = ok("[global]\nholdfast keeper socket =\n");
+        assert_eq!(c3.global.keeper_socket, None);
+        assert!(err("[global]\nholdfast keeper socket = rel.sock\n").contains("keeper socket"));
+        assert!(err("[global]\nholdfast durable timeout = 0\n").contains("durable timeout"));
     }
 
     #[test]

@@ -361,6 +361,42 @@ impl Broker {
         }
     }
 
+    /// A durable open lost its connection (MS-SMB2 3.3.7.1): it stays, with
+    /// its share mode, locks and oplock, if it still holds a batch oplock that
+    /// is not being broken; its breaks then go to `owner` (whose sink purges
+    /// it). False if it must be closed instead.
+    pub fn oplock_disconnect(&self, key: FileKey, open_id: u64, owner: u64) -> bool {
+        let mut files = self.files();
+        let Some(rec) = files
+            .get_mut(&key)
+            .and_then(|s| s.opens.iter_mut().find(|o| o.open_id == open_id))
+        else {
+            return false;
+        };
+        if rec.oplock.level != Level::Batch || rec.oplock.breaking.is_some() {
+            return false;
+        }
+        rec.oplock.owner = owner;
+        true
+    }
+
+    /// A disconnected durable open is reclaimed by connection `owner`;
+    /// returns the oplock it keeps. None if it is gone or being broken (a
+    /// conflicting open is purging it).
+    pub fn oplock_reattach(&self, key: FileKey, open_id: u64, owner: u64) -> Option<Level> {
+        let mut files = self.files();
+        let rec = files
+            .get_mut(&key)?
+            .opens
+            .iter_mut()
+            .find(|o| o.open_id == open_id)?;
+        if rec.oplock.breaking.is_some() {
+            return None;
+        }
+        rec.oplock.owner = owner;
+        Some(rec.oplock.level)
+    }
+
     /// The oplock an open holds now.
     pub fn oplock_level(&self, key: FileKey, open_id: u64) -> Level {
         self.files()

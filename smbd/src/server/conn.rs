@@ -4,7 +4,7 @@ use super::credits::{self, CreditWindow};
 use super::files::Open;
 use super::pending::{AsyncWork, Pending, PendingTable, MAX_PENDING};
 use super::session::Session;
-use super::state::ServerState;
+use super::state::{ServerState, SessionClose};
 use crate::fsa::oplock::BreakNotice;
 use crate::server::crypto::{self, PreauthHash, SigningAlgorithm};
 use crate::wire::header::{
@@ -153,8 +153,8 @@ pub struct Connection {
     done_tx: mpsc::UnboundedSender<AsyncDone>,
     done_rx: Option<mpsc::UnboundedReceiver<AsyncDone>>,
     /// Other connections ask this one to close a session here (reconnect).
-    pub close_tx: mpsc::UnboundedSender<u64>,
-    close_rx: Option<mpsc::UnboundedReceiver<u64>>,
+    pub close_tx: mpsc::UnboundedSender<SessionClose>,
+    close_rx: Option<mpsc::UnboundedReceiver<SessionClose>>,
     /// Oplock breaks for this connection's opens, from the broker.
     break_tx: mpsc::UnboundedSender<BreakNotice>,
     break_rx: Option<mpsc::UnboundedReceiver<BreakNotice>>,
@@ -267,9 +267,12 @@ impl Connection {
                 // A close asked for by a reconnect goes first, so that requests
                 // arriving after the reconnect's response see the session gone.
                 biased;
-                Some(sid) = close_rx.recv() => {
-                    info!(sid, "session closed by a reconnect elsewhere");
-                    self.drop_session(sid).await;
+                Some(close) = close_rx.recv() => {
+                    info!(sid = close.sid, "session closed by a reconnect elsewhere");
+                    self.drop_session(close.sid, true).await;
+                    if let Some(done) = close.done {
+                        let _ = done.send(());
+                    }
                     None
                 }
                 f = frames.recv() => match f {
@@ -1004,16 +1007,12 @@ impl Connection {
         }
     }
 
-    /// Closes every open and session when the connection ends.
+    /// Closes every open and session when the connection ends; durable
+    /// opens are kept for a reconnect instead (MS-SMB2 3.3.7.1).
     async fn teardown(&mut self) {
         self.pending.abort_all();
+        self.disconnect_opens_where(|_| true).await;
         self.st.broker.unregister_break_sink(self.conn_id);
-        let ids: Vec<u64> = self.opens.keys().copied().collect();
-        for id in ids {
-            if let Some(open) = self.opens.remove(&id) {
-                self.close_open(open).await;
-            }
-        }
         self.pipes.clear();
         for sid in self.sessions.keys() {
             self.st.unregister_session(*sid);
@@ -1021,9 +1020,15 @@ impl Connection {
         self.sessions.clear();
     }
 
-    /// Deletes a session with its opens and pipes (failed reauthentication, reconnect).
-    pub async fn drop_session(&mut self, sid: u64) {
-        self.close_opens_where(|o| o.session_id == sid).await;
+    /// Deletes a session with its opens and pipes (failed reauthentication,
+    /// reconnect). With `keep_durable` (a reconnect), durable opens are
+    /// disconnected rather than closed.
+    pub async fn drop_session(&mut self, sid: u64, keep_durable: bool) {
+        if keep_durable {
+            self.disconnect_opens_where(|o| o.session_id == sid).await;
+        } else {
+            self.close_opens_where(|o| o.session_id == sid).await;
+        }
         self.close_pipes(sid, None);
         self.sessions.remove(&sid);
         self.st.unregister_session(sid);

@@ -1,8 +1,9 @@
 //! Opens and the file commands: CREATE, CLOSE, READ, WRITE, FLUSH, LOCK, IOCTL.
 
 use super::conn::{Connection, Ctx, Reply};
+use super::durable::{self, Ask};
 use super::pending::{AsyncWork, Attempt, Gate, PendingKind};
-use super::state::Share;
+use super::state::{ServerState, Share};
 use crate::fsa::broker::{FileKey, Opened};
 use crate::fsa::names;
 use crate::fsa::oplock::{Intent, Level};
@@ -10,7 +11,9 @@ use crate::fsa::types::{access, action, attr, disposition, options, FileMeta};
 use crate::fsa::writetime::{Change, OpenWriteTime};
 use crate::posix::{self, CreateMode, DirMode, OpenRequest};
 use crate::wire::close::{CloseRequest, CloseResponse};
-use crate::wire::create::{CreateContext, CreateRequest, CreateResponse};
+use crate::wire::create::{
+    CreateContext, CreateRequest, CreateResponse, DurableHandleResponse, DurableHandleResponseV2,
+};
 use crate::wire::ioctl::{IoctlRequest, IoctlResponse};
 use crate::wire::lock::{LockRequest, LockResponse};
 use crate::wire::rw::{ReadRequest, ReadResponse, WriteRequest, WriteResponse};
@@ -54,6 +57,8 @@ pub struct Open {
     pub write_time: OpenWriteTime,
     /// Named stream of the file this open is on (its stored spelling).
     pub stream: Option<String>,
+    /// Set for a durable open: it survives the loss of its connection.
+    pub durable: Option<super::durable::Durable>,
 }
 
 /// What the READ/WRITE paths take from an open.
@@ -150,48 +155,30 @@ impl Connection {
         }
     }
 
+    /// Like [`Connection::close_opens_where`], but durable opens that still
+    /// hold their batch oplock are kept for a reconnect (connection loss,
+    /// session reconnect, logoff).
+    pub async fn disconnect_opens_where(&mut self, pred: impl Fn(&Open) -> bool) {
+        let ids: Vec<u64> = self
+            .opens
+            .iter()
+            .filter(|(_, o)| pred(o))
+            .map(|(k, _)| *k)
+            .collect();
+        for id in ids {
+            if let Some(o) = self.opens.remove(&id) {
+                self.end_pending_on_file(id);
+                if let Err(o) = super::durable::disconnect(&self.st, o) {
+                    self.close_open(*o).await;
+                }
+            }
+        }
+    }
+
     /// Releases an open in the broker, stores a held LastWriteTime on the
     /// last close and performs a pending delete.
-    pub async fn close_open(&self, mut open: Open) {
-        self.st
-            .broker
-            .write_time_close(open.key, &mut open.write_time);
-        let outcome = self.st.broker.close(open.key, open.fid.volatile);
-        if let (Some(t), None) = (outcome.write_time, outcome.delete.as_ref()) {
-            let fd = open.fd.clone();
-            let r = fs(open.identity.clone(), move || {
-                if posix::stat(fd.as_fd())?.last_write_time != t {
-                    posix::set_times(fd.as_fd(), None, None, Some(t), None)?;
-                }
-                Ok(())
-            })
-            .await;
-            if let Err(status) = r {
-                debug!(path = %open.path.display(), ?status, "cannot store write time on close");
-            }
-        }
-        if outcome.delete_stream {
-            super::streams::remove_stream(&open).await;
-        }
-        if let (Some(path), Some(_)) = (outcome.delete, open.share.root.as_ref()) {
-            let share = open.share.clone();
-            let is_dir = open.is_dir;
-            let r = fs(open.identity.clone(), move || {
-                let root = share
-                    .root
-                    .as_ref()
-                    .ok_or_else(|| io::Error::from_raw_os_error(libc_enoent()))?;
-                posix::unlink(root, &path, is_dir)
-            })
-            .await;
-            match r {
-                Ok(()) => info!(path = %open.path.display(), "deleted on close"),
-                Err(status) => {
-                    warn!(path = %open.path.display(), ?status, "delete on close failed")
-                }
-            }
-        }
-        debug!(fid = open.fid.volatile, "closed");
+    pub async fn close_open(&self, open: Open) {
+        close_open_in(&self.st, open).await;
     }
 
     pub async fn create(&mut self, ctx: &mut Ctx<'_>) -> Result<Reply, NtStatus> {
@@ -206,6 +193,11 @@ impl Connection {
             .ok_or(NtStatus::USER_SESSION_DELETED)?;
         if share.is_ipc() {
             return self.pipe_create(ctx, &req, tree_id);
+        }
+        // A durable reconnect ignores everything but its context (MS-SMB2 3.3.5.9.7).
+        let ask = durable::parse(&req.contexts, self.neg.dialect >= 0x0300)?;
+        if ask.is_reconnect() {
+            return self.durable_reconnect(ctx, &req, ask).await;
         }
         validate_create(&req)?;
         let parsed = names::smb_path_to_components(&req.name)?;
@@ -236,6 +228,13 @@ impl Connection {
             req.file_attributes,
         );
         let opts = super::streams::default_stream_options(&parsed, opts)?;
+        // AllocationSize of a created or overwritten file (MS-SMB2 3.3.5.9).
+        let alloc_size =
+            CreateContext::find(&req.contexts, crate::wire::create::ctx::ALLOCATION_SIZE)
+                .map(|c| crate::wire::create::decode_allocation_size(&c.data))
+                .transpose()
+                .map_err(|_| NtStatus::INVALID_PARAMETER)?
+                .filter(|s| *s > 0);
         let trailing = parsed.trailing_slash;
         let is_root_path = parsed.components.is_empty();
         let st = self.st.clone();
@@ -374,6 +373,9 @@ impl Connection {
                             fd.as_fd(),
                             (attrs & attr::SETTABLE) | attr::ARCHIVE,
                         )?;
+                        if let Some(size) = alloc_size {
+                            posix::allocate(fd.as_fd(), size)?;
+                        }
                     }
                     let meta = posix::stat(fd.as_fd())?;
                     Ok((fd, meta))
@@ -443,7 +445,12 @@ impl Connection {
                         mode: if dir { 0o777 } else { 0o666 },
                         attributes: (attrs & attr::SETTABLE) | if dir { 0 } else { attr::ARCHIVE },
                     };
-                    posix::open(root, &rel3, &req)
+                    let mut o = posix::open(root, &rel3, &req)?;
+                    if let (Some(size), true) = (alloc_size, o.created && !dir) {
+                        posix::allocate(o.fd.as_fd(), size)?;
+                        o.meta = posix::stat(o.fd.as_fd())?;
+                    }
+                    Ok(o)
                 })
                 .await?;
                 let key = FileKey {
@@ -496,9 +503,27 @@ impl Connection {
             persistent: open_id,
             volatile: open_id,
         };
-        let ctxs = reply_contexts(&req.contexts, &meta, &identity, tree_ro, share.serial);
+        let mut ctxs = reply_contexts(&req.contexts, &meta, &identity, tree_ro, share.serial);
         if granted != Level::NoOplock {
             debug!(fid = open_id, level = ?granted, "oplock granted");
+        }
+        let durable = self.grant_durable(ask, &share, granted, meta.is_dir());
+        if let Some(d) = &durable {
+            debug!(
+                fid = open_id,
+                v2 = d.v2,
+                timeout_ms = d.timeout.as_millis() as u64,
+                "durable"
+            );
+            ctxs.push(if d.v2 {
+                DurableHandleResponseV2 {
+                    timeout: u32::try_from(d.timeout.as_millis()).unwrap_or(u32::MAX),
+                    flags: 0,
+                }
+                .context()
+            } else {
+                DurableHandleResponse.context()
+            });
         }
         let resp = CreateResponse {
             oplock_level: granted.wire(),
@@ -539,10 +564,112 @@ impl Connection {
                 dir: None,
                 write_time: OpenWriteTime::default(),
                 stream: None,
+                durable,
             },
         );
         ctx.related_fid = Some(fid);
         debug!(fid = open_id, name = %req.name, "opened");
+        let mut b = Reply::buf();
+        resp.encode(&mut b);
+        Reply::ok(b)
+    }
+
+    /// Whether a new open becomes durable (MS-SMB2 3.3.5.9.6, 3.3.5.9.10):
+    /// asked for, on a file (not a directory) of a share that allows it, and
+    /// holding a batch oplock. Persistent handles are never granted.
+    fn grant_durable(
+        &self,
+        ask: Ask,
+        share: &Share,
+        granted: Level,
+        is_dir: bool,
+    ) -> Option<durable::Durable> {
+        let create_guid = match ask {
+            Ask::V1 => [0; 16],
+            Ask::V2 { create_guid, .. } => create_guid,
+            _ => return None,
+        };
+        let allowed = share
+            .conf
+            .as_ref()
+            .is_some_and(|c| c.durable_handles.unwrap_or(true));
+        if !allowed || is_dir || granted != Level::Batch {
+            return None;
+        }
+        let g = &self.st.config.global;
+        Some(durable::Durable {
+            v2: matches!(ask, Ask::V2 { .. }),
+            create_guid,
+            client_guid: self.neg.client_guid,
+            timeout: durable::granted_timeout(ask, g.durable_timeout, g.durable_max_timeout),
+        })
+    }
+
+    /// DHnC / DH2C: reattaches a disconnected durable open to this session
+    /// and tree (MS-SMB2 3.3.5.9.7, 3.3.5.9.12). The name, access, share
+    /// mode and options of the request are ignored; the open keeps its file
+    /// description, locks, position and oplock.
+    async fn durable_reconnect(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        req: &CreateRequest,
+        ask: Ask,
+    ) -> Result<Reply, NtStatus> {
+        let file_id = match ask {
+            Ask::ReconnectV1 { file_id } | Ask::ReconnectV2 { file_id, .. } => file_id,
+            _ => return Err(NtStatus::INTERNAL_ERROR),
+        };
+        let tree = self.tree(ctx)?;
+        let (share, tree_ro, tree_id) = (tree.share.clone(), tree.read_only, tree.id);
+        let user = self
+            .sessions
+            .get(&ctx.hdr.session_id)
+            .and_then(|s| s.user.clone())
+            .ok_or(NtStatus::USER_SESSION_DELETED)?;
+        let lease =
+            CreateContext::find(&req.contexts, crate::wire::create::ctx::REQUEST_LEASE).is_some();
+        let (mut open, level) = durable::reclaim(&self.st, file_id.persistent, self.conn_id, |o| {
+            durable::check_reconnect(o, ask, user.identity.uid, &share.name, lease)
+        })
+        .inspect_err(|status| {
+            info!(fid = file_id.persistent, user = %user.name, ?status, "durable reconnect refused")
+        })?;
+        open.session_id = ctx.hdr.session_id;
+        open.tree_id = tree_id;
+        let fd = open.fd.clone();
+        let mut meta = match fs(open.identity.clone(), move || posix::stat(fd.as_fd())).await {
+            Ok(m) => m,
+            Err(status) => {
+                warn!(
+                    fid = file_id.persistent,
+                    ?status,
+                    "reconnected durable open cannot be read; closing it"
+                );
+                self.close_open(open).await;
+                return Err(status);
+            }
+        };
+        if let Some(t) = self.st.broker.write_time(open.key) {
+            meta.last_write_time = t;
+        }
+        let fid = open.fid;
+        info!(fid = fid.persistent, path = %open.path.display(), user = %user.name, "durable open reconnected");
+        let resp = CreateResponse {
+            oplock_level: level.wire(),
+            flags: 0,
+            create_action: action::OPENED,
+            creation_time: meta.creation_time,
+            last_access_time: meta.last_access_time,
+            last_write_time: meta.last_write_time,
+            change_time: meta.change_time,
+            allocation_size: if meta.is_dir() { 0 } else { meta.allocation },
+            end_of_file: if meta.is_dir() { 0 } else { meta.size },
+            file_attributes: meta.attributes,
+            file_id: fid,
+            contexts: reply_contexts(&req.contexts, &meta, &open.identity, tree_ro, share.serial),
+        };
+        self.opens.insert(fid.volatile, open);
+        ctx.related_fid = Some(fid);
         let mut b = Reply::buf();
         resp.encode(&mut b);
         Reply::ok(b)
@@ -912,6 +1039,49 @@ impl Connection {
             }
         }
     }
+}
+
+/// Releases an open in the broker (of a connection, or a disconnected
+/// durable one),, stores a held LastWriteTime on the
+/// last close and performs a pending delete.
+pub async fn close_open_in(st: &ServerState, mut open: Open) {
+    st.broker.write_time_close(open.key, &mut open.write_time);
+    let outcome = st.broker.close(open.key, open.fid.volatile);
+    if let (Some(t), None) = (outcome.write_time, outcome.delete.as_ref()) {
+        let fd = open.fd.clone();
+        let r = fs(open.identity.clone(), move || {
+            if posix::stat(fd.as_fd())?.last_write_time != t {
+                posix::set_times(fd.as_fd(), None, None, Some(t), None)?;
+            }
+            Ok(())
+        })
+        .await;
+        if let Err(status) = r {
+            debug!(path = %open.path.display(), ?status, "cannot store write time on close");
+        }
+    }
+    if outcome.delete_stream {
+        super::streams::remove_stream(&open).await;
+    }
+    if let (Some(path), Some(_)) = (outcome.delete, open.share.root.as_ref()) {
+        let share = open.share.clone();
+        let is_dir = open.is_dir;
+        let r = fs(open.identity.clone(), move || {
+            let root = share
+                .root
+                .as_ref()
+                .ok_or_else(|| io::Error::from_raw_os_error(libc_enoent()))?;
+            posix::unlink(root, &path, is_dir)
+        })
+        .await;
+        match r {
+            Ok(()) => info!(path = %open.path.display(), "deleted on close"),
+            Err(status) => {
+                warn!(path = %open.path.display(), ?status, "delete on close failed")
+            }
+        }
+    }
+    debug!(fid = open.fid.volatile, "closed");
 }
 
 /// Size of FILE_OBJECTID_BUFFER (MS-FSCC 2.1.3).

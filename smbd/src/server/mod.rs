@@ -5,6 +5,7 @@ pub mod auth;
 pub mod conn;
 pub mod credits;
 pub mod crypto;
+pub mod durable;
 pub mod files;
 pub mod ipc;
 pub mod listen;

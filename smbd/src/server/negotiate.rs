@@ -14,6 +14,10 @@ use kmod_interface::identity::Identity;
 use std::sync::Arc;
 use tracing::{info, warn};
 
+/// How long a session reconnect waits for the connection owning the
+/// previous session to close it.
+const PREVIOUS_SESSION_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Largest read/write/transact size offered with LARGE_MTU.
 pub const MAX_IO: u32 = 8 * 1024 * 1024;
 const SMB2_WILDCARD_DIALECT: u16 = 0x02FF;
@@ -334,7 +338,7 @@ impl Connection {
                     {
                         if self.st.config.global.restrict_anonymous >= 2 {
                             warn!(peer = %self.peer, "anonymous logon refused (restrict anonymous = 2)");
-                            self.drop_session(sid).await;
+                            self.drop_session(sid, false).await;
                             return Err(NtStatus::ACCESS_DENIED);
                         }
                         (self.guest_user("", true)?, SESSION_FLAG_IS_NULL)
@@ -344,7 +348,7 @@ impl Connection {
                         Ok(u) => (u, 0),
                         Err(status) => {
                             warn!(user = %outcome.user, peer = %self.peer, ?status, "authenticated user has no usable Unix account");
-                            self.drop_session(sid).await;
+                            self.drop_session(sid, false).await;
                             return Err(status);
                         }
                     }
@@ -419,7 +423,7 @@ impl Connection {
                 }
                 // A failed reauthentication deletes the session too (smbtorture reauth6).
                 warn!(user = %name, domain = %domain.unwrap_or_default(), peer = %self.peer, reauth, ?status, "logon failed");
-                self.drop_session(sid).await;
+                self.drop_session(sid, false).await;
                 Err(status)
             }
         }
@@ -432,14 +436,23 @@ impl Connection {
             match self.st.take_session_of(previous, user) {
                 Some((conn, _)) if conn == self.conn_id => {
                     info!(previous, "previous session closed by reconnect");
-                    self.drop_session(previous).await;
+                    self.drop_session(previous, true).await;
                 }
                 Some((_, close_tx)) => {
                     info!(
                         previous,
                         "asking the owning connection to close the previous session"
                     );
-                    let _ = close_tx.send(previous);
+                    // Wait until its durable opens are disconnected, so that
+                    // a durable reconnect right after this response finds them.
+                    let (done, wait) = tokio::sync::oneshot::channel();
+                    let close = crate::server::state::SessionClose {
+                        sid: previous,
+                        done: Some(done),
+                    };
+                    if close_tx.send(close).is_ok() {
+                        let _ = tokio::time::timeout(PREVIOUS_SESSION_WAIT, wait).await;
+                    }
                 }
                 None => {}
             }
@@ -503,10 +516,13 @@ impl Connection {
         })
     }
 
+    /// LOGOFF closes the session's opens; durable ones are disconnected and
+    /// may be reclaimed from another session, as Windows does (smbtorture
+    /// durable-open.reopen4).
     pub async fn logoff(&mut self, ctx: &mut Ctx<'_>) -> Result<Reply, NtStatus> {
         LogoffRequest::decode(ctx.msg).map_err(|_| NtStatus::INVALID_PARAMETER)?;
         let sid = ctx.hdr.session_id;
-        self.close_opens_where(|o| o.session_id == sid).await;
+        self.disconnect_opens_where(|o| o.session_id == sid).await;
         self.close_pipes(sid, None);
         // Keep the session object until the response is signed, then drop it.
         if let Some(s) = self.sessions.get_mut(&sid) {

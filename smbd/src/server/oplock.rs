@@ -283,6 +283,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn disconnected_batch_holder_gets_breaks_at_its_new_owner() {
+        let (b, mut rx) = contended(Duration::from_secs(30));
+        // Holder 10 is being broken (owner 2 waits): it cannot be kept.
+        assert!(!b.oplock_disconnect(K, 10, 99));
+        assert_eq!(rx.try_recv().map(|n| n.open_id), Ok(10));
+        b.close(K, 10);
+        // A fresh batch holder may be disconnected; its breaks go to owner 99.
+        let first = intent(1, Level::Batch, Duration::from_secs(30));
+        assert_eq!(
+            b.open_with(K, "f".into(), 12, RW, share::ALL, false, &first),
+            Ok(Opened::Granted(Level::Batch))
+        );
+        let (tx99, mut rx99) = mpsc::unbounded_channel();
+        b.register_break_sink(99, tx99);
+        assert!(b.oplock_disconnect(K, 12, 99));
+        // Reclaimed by connection 3: it keeps its batch oplock.
+        assert_eq!(b.oplock_reattach(K, 12, 3), Some(Level::Batch));
+        assert!(b.oplock_disconnect(K, 12, 99));
+        let second = intent(2, Level::Batch, Duration::from_secs(30));
+        assert_eq!(
+            b.open_with(K, "f".into(), 13, RW, share::ALL, false, &second),
+            Ok(Opened::Wait)
+        );
+        assert_eq!(rx99.try_recv().map(|n| n.open_id), Ok(12));
+        // Being broken: no reconnect may take it back.
+        assert_eq!(b.oplock_reattach(K, 12, 3), None);
+        assert_eq!(b.oplock_reattach(K, 77, 3), None, "unknown open");
+    }
+
+    #[tokio::test]
     async fn sharing_violation_waits_for_batch_then_fails() {
         let b = Broker::new();
         let (tx, mut rx) = mpsc::unbounded_channel();

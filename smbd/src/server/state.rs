@@ -4,6 +4,7 @@ use crate::config::{Config, ShareConfig};
 use crate::fsa::broker::Broker;
 use crate::posix::ShareRoot;
 use crate::server::auth::TargetInfo;
+use crate::server::durable::DurableTable;
 use crate::userdb::UserDb;
 use std::collections::HashMap;
 use std::io;
@@ -12,13 +13,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
+/// Asks a connection to close one of its sessions (a reconnect elsewhere);
+/// `done` fires once its opens are closed or, if durable, disconnected.
+pub struct SessionClose {
+    pub sid: u64,
+    pub done: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
 /// Where a valid session lives, so a reconnect on any connection can close it.
 pub struct SessionEntry {
     pub conn_id: u64,
     /// The authenticated user (empty for anonymous), compared on reconnect.
     pub user: String,
     /// The owning connection's queue of sessions to close.
-    pub close_tx: mpsc::UnboundedSender<u64>,
+    pub close_tx: mpsc::UnboundedSender<SessionClose>,
 }
 
 /// One exported share.
@@ -47,6 +55,8 @@ pub struct ServerState {
     pub target: TargetInfo,
     /// Every valid session of the process (MS-SMB2 GlobalSessionTable).
     pub sessions: Mutex<HashMap<u64, SessionEntry>>,
+    /// Durable opens whose connection is gone, waiting for a reconnect.
+    pub durable: DurableTable,
     next_id: AtomicU64,
 }
 
@@ -94,6 +104,7 @@ impl ServerState {
             users: Mutex::new(users),
             broker: Broker::new(),
             sessions: Mutex::new(HashMap::new()),
+            durable: DurableTable::default(),
             next_id: AtomicU64::new(1),
         })
     }
@@ -123,7 +134,7 @@ impl ServerState {
         &self,
         sid: u64,
         user: &str,
-    ) -> Option<(u64, mpsc::UnboundedSender<u64>)> {
+    ) -> Option<(u64, mpsc::UnboundedSender<SessionClose>)> {
         let mut m = self.sessions.lock().ok()?;
         if !m.get(&sid)?.user.eq_ignore_ascii_case(user) {
             return None;

@@ -285,6 +285,7 @@ impl Connection {
                 mode: opts & crate::fsa::info::MODE_BITS,
                 dir: None,
                 stream: Some(stored),
+                durable: None,
             },
         );
         ctx.related_fid = Some(fid);

@@ -1,0 +1,389 @@
+//! Durable handles (MS-SMB2 3.3.5.9.6 DHnQ, 3.3.5.9.7 DHnC, 3.3.5.9.10 DH2Q,
+//! 3.3.5.9.12 DH2C, 3.3.7.1 connection loss).
+//!
+//! A durable open outlives its connection: when the connection (or its
+//! session, on a session reconnect or logoff) goes away, the open moves from
+//! the connection's table to this process's [`DurableTable`] with its file
+//! descriptor, share mode, byte-range locks and batch oplock untouched. A
+//! reconnect (DHnC / DH2C) on any connection of the process takes it back.
+//! The open is closed when its timeout passes, or at once when another open
+//! would break its oplock: a break to a disconnected open is a close, as on
+//! Windows. Durability is granted only with a batch oplock (leases do not
+//! exist yet) and never persistent (no continuously available shares).
+
+use super::files::{close_open_in, Open};
+use super::state::ServerState;
+use crate::fsa::oplock::{BreakNotice, Level};
+use crate::wire::create::{
+    ctx, CreateContext, DurableHandleReconnect, DurableHandleReconnectV2, DurableHandleRequest,
+    DurableHandleRequestV2,
+};
+use crate::wire::{FileId, NtStatus};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, Once};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tracing::{debug, info};
+
+/// Broker owner of the oplocks of disconnected durable opens: a break sent
+/// there purges the open.
+pub const DISCONNECTED_OWNER: u64 = u64::MAX;
+
+/// What makes an open durable, and what a reconnect must match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Durable {
+    /// Granted through DH2Q (v2); reconnects with DH2C must match `create_guid`.
+    pub v2: bool,
+    /// Zero for v1 handles.
+    pub create_guid: [u8; 16],
+    /// ClientGuid of the connection that opened it.
+    pub client_guid: [u8; 16],
+    /// How long the open is kept once disconnected.
+    pub timeout: Duration,
+}
+
+/// What the durable create contexts of a CREATE ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ask {
+    None,
+    /// DHnQ: make the new open durable.
+    V1,
+    /// DH2Q: make the new open durable for `timeout_ms` (0: the default).
+    V2 {
+        timeout_ms: u32,
+        create_guid: [u8; 16],
+    },
+    /// DHnC: reclaim a disconnected durable open.
+    ReconnectV1 {
+        file_id: FileId,
+    },
+    /// DH2C: reclaim a disconnected v2 durable open.
+    ReconnectV2 {
+        file_id: FileId,
+        create_guid: [u8; 16],
+    },
+}
+
+impl Ask {
+    pub fn is_reconnect(self) -> bool {
+        matches!(self, Ask::ReconnectV1 { .. } | Ask::ReconnectV2 { .. })
+    }
+}
+
+/// Reads the durable contexts of a CREATE and rejects the combinations
+/// MS-SMB2 forbids (3.3.5.9.7, 3.3.5.9.10, 3.3.5.9.12). The v2 contexts
+/// exist only in SMB 3.x; older dialects ignore them.
+pub fn parse(ctxs: &[CreateContext], smb3: bool) -> Result<Ask, NtStatus> {
+    let find = |name: &[u8]| CreateContext::find(ctxs, name);
+    let bad = |_| NtStatus::INVALID_PARAMETER;
+    let dhnq = find(ctx::DURABLE_HANDLE_REQUEST);
+    let dhnc = find(ctx::DURABLE_HANDLE_RECONNECT);
+    let (dh2q, dh2c) = if smb3 {
+        (
+            find(ctx::DURABLE_HANDLE_REQUEST_V2),
+            find(ctx::DURABLE_HANDLE_RECONNECT_V2),
+        )
+    } else {
+        (None, None)
+    };
+    if let Some(c) = dhnc {
+        // A DHnQ next to it is ignored; a v2 context is an error.
+        if dh2q.is_some() || dh2c.is_some() {
+            return Err(NtStatus::INVALID_PARAMETER);
+        }
+        let r = DurableHandleReconnect::decode(&c.data).map_err(bad)?;
+        return Ok(Ask::ReconnectV1 { file_id: r.file_id });
+    }
+    if let Some(c) = dh2c {
+        if dhnq.is_some() || dh2q.is_some() {
+            return Err(NtStatus::INVALID_PARAMETER);
+        }
+        let r = DurableHandleReconnectV2::decode(&c.data).map_err(bad)?;
+        return Ok(Ask::ReconnectV2 {
+            file_id: r.file_id,
+            create_guid: r.create_guid,
+        });
+    }
+    if let Some(c) = dh2q {
+        if dhnq.is_some() {
+            return Err(NtStatus::INVALID_PARAMETER);
+        }
+        let r = DurableHandleRequestV2::decode(&c.data).map_err(bad)?;
+        return Ok(Ask::V2 {
+            timeout_ms: r.timeout,
+            create_guid: r.create_guid,
+        });
+    }
+    if let Some(c) = dhnq {
+        DurableHandleRequest::decode(&c.data).map_err(bad)?;
+        return Ok(Ask::V1);
+    }
+    Ok(Ask::None)
+}
+
+/// The timeout a durable open gets: v1 handles and v2 requests of 0 get
+/// `default_s`; v2 requests are capped at `max_s` (MS-SMB2 3.3.5.9.10).
+pub fn granted_timeout(ask: Ask, default_s: u32, max_s: u32) -> Duration {
+    let default = Duration::from_secs(u64::from(default_s));
+    match ask {
+        Ask::V2 { timeout_ms, .. } if timeout_ms != 0 => {
+            Duration::from_millis(u64::from(timeout_ms)).min(Duration::from_secs(u64::from(max_s)))
+        }
+        _ => default,
+    }
+}
+
+/// A durable open without a connection.
+pub struct Disconnected {
+    pub open: Open,
+    /// When the scavenger closes it.
+    pub deadline: Instant,
+}
+
+/// The disconnected durable opens of this process, by persistent FileId
+/// (which is also the open's broker id).
+pub struct DurableTable {
+    opens: Mutex<HashMap<u64, Disconnected>>,
+    started: Once,
+}
+
+impl Default for DurableTable {
+    fn default() -> Self {
+        DurableTable {
+            opens: Mutex::new(HashMap::new()),
+            started: Once::new(),
+        }
+    }
+}
+
+impl DurableTable {
+    fn lock(&self) -> MutexGuard<'_, HashMap<u64, Disconnected>> {
+        self.opens.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Number of disconnected opens (for tests and logs).
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Takes a disconnected open out of the table.
+    fn take(&self, id: u64) -> Option<Disconnected> {
+        self.lock().remove(&id)
+    }
+}
+
+/// Registers the sink that turns breaks of disconnected opens into closes
+/// (once per process).
+pub fn ensure_started(st: &Arc<ServerState>) {
+    st.durable.started.call_once(|| {
+        let (tx, rx) = mpsc::unbounded_channel();
+        st.broker.register_break_sink(DISCONNECTED_OWNER, tx);
+        tokio::spawn(purge_on_break(st.clone(), rx));
+    });
+}
+
+/// Another open needs the oplock of a disconnected open: nobody can answer
+/// the break, so the open is closed and the waiting open goes on.
+async fn purge_on_break(st: Arc<ServerState>, mut rx: mpsc::UnboundedReceiver<BreakNotice>) {
+    while let Some(n) = rx.recv().await {
+        match st.durable.take(n.open_id) {
+            Some(d) => {
+                info!(
+                    fid = n.open_id,
+                    path = %d.open.path.display(),
+                    "disconnected durable open purged by a conflicting open"
+                );
+                close_open_in(&st, d.open).await;
+            }
+            None => debug!(fid = n.open_id, "break for a durable open already gone"),
+        }
+    }
+}
+
+/// Keeps `open` for a reconnect after its connection or session went away.
+/// Gives it back if it cannot be kept (not durable, or its batch oplock is
+/// gone or being broken): the caller closes it then.
+pub fn disconnect(st: &Arc<ServerState>, open: Open) -> Result<(), Box<Open>> {
+    let Some(timeout) = open.durable.as_ref().map(|d| d.timeout) else {
+        return Err(Box::new(open));
+    };
+    ensure_started(st);
+    let id = open.fid.persistent;
+    let deadline = Instant::now() + timeout;
+    {
+        // The table lock is held while the broker owner changes, so a
+        // reconnect or a purge never sees one without the other.
+        let mut t = st.durable.lock();
+        if !st
+            .broker
+            .oplock_disconnect(open.key, open.fid.volatile, DISCONNECTED_OWNER)
+        {
+            return Err(Box::new(open));
+        }
+        info!(fid = id, path = %open.path.display(), timeout_ms = timeout.as_millis() as u64, "durable open disconnected");
+        t.insert(id, Disconnected { open, deadline });
+    }
+    let st = st.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep_until(deadline.into()).await;
+        expire(&st, id).await;
+    });
+    Ok(())
+}
+
+/// The scavenger: closes the open if it is still disconnected and its
+/// deadline passed (a reconnect and a new disconnect set a later one).
+async fn expire(st: &ServerState, id: u64) {
+    let taken = {
+        let mut t = st.durable.lock();
+        match t.get(&id) {
+            Some(d) if d.deadline <= Instant::now() => t.remove(&id),
+            _ => None,
+        }
+    };
+    if let Some(d) = taken {
+        info!(fid = id, path = %d.open.path.display(), "durable open timed out");
+        close_open_in(st, d.open).await;
+    }
+}
+
+/// Takes disconnected open `id` for connection `owner` if `check` accepts
+/// it; returns it with the oplock it keeps. OBJECT_NAME_NOT_FOUND if there
+/// is no such disconnected open (never durable, still connected, closed,
+/// timed out, or being purged by a conflicting open).
+pub fn reclaim(
+    st: &ServerState,
+    id: u64,
+    owner: u64,
+    check: impl FnOnce(&Open) -> Result<(), NtStatus>,
+) -> Result<(Open, Level), NtStatus> {
+    let mut t = st.durable.lock();
+    let d = t.get(&id).ok_or(NtStatus::OBJECT_NAME_NOT_FOUND)?;
+    check(&d.open)?;
+    let level = st
+        .broker
+        .oplock_reattach(d.open.key, d.open.fid.volatile, owner)
+        .ok_or(NtStatus::OBJECT_NAME_NOT_FOUND)?;
+    let d = t.remove(&id).ok_or(NtStatus::OBJECT_NAME_NOT_FOUND)?;
+    Ok((d.open, level))
+}
+
+/// Checks a reconnect against the durable open it names (MS-SMB2 3.3.5.9.7
+/// and 3.3.5.9.12): a v2 reconnect must name the open's CreateGuid; either
+/// must come from the same user
+/// (ACCESS_DENIED otherwise) and on the same share.
+pub fn check_reconnect(
+    open: &Open,
+    ask: Ask,
+    uid: u32,
+    share: &str,
+    lease_requested: bool,
+) -> Result<(), NtStatus> {
+    let Some(d) = open.durable.as_ref() else {
+        return Err(NtStatus::OBJECT_NAME_NOT_FOUND);
+    };
+    // The open has no lease, so a reconnect asking for one names another open.
+    if lease_requested {
+        return Err(NtStatus::OBJECT_NAME_NOT_FOUND);
+    }
+    // ClientGuid binds only lease-based handles (MS-SMB2 3.3.5.9.7); an
+    // oplock-based one may come back from a new client instance, as
+    // smbtorture durable-v2-open.reopen2 does.
+    if let Ask::ReconnectV2 { create_guid, .. } = ask {
+        if !d.v2 || d.create_guid != create_guid {
+            debug!(v2 = d.v2, "durable reconnect: CreateGuid does not match");
+            return Err(NtStatus::OBJECT_NAME_NOT_FOUND);
+        }
+    }
+    if !open.share.name.eq_ignore_ascii_case(share) {
+        return Err(NtStatus::OBJECT_NAME_NOT_FOUND);
+    }
+    if open.identity.uid != uid {
+        return Err(NtStatus::ACCESS_DENIED);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(name: &[u8], data: Vec<u8>) -> CreateContext {
+        CreateContext::new(name, data)
+    }
+
+    #[test]
+    fn parse_combinations() {
+        let fid = FileId {
+            persistent: 7,
+            volatile: 8,
+        };
+        let g = [3u8; 16];
+        let dhnq = DurableHandleRequest.context();
+        let dhnc = DurableHandleReconnect { file_id: fid }.context();
+        let dh2q = DurableHandleRequestV2 {
+            timeout: 5,
+            flags: 0,
+            create_guid: g,
+        }
+        .context();
+        let dh2c = DurableHandleReconnectV2 {
+            file_id: fid,
+            create_guid: g,
+            flags: 0,
+        }
+        .context();
+        assert_eq!(parse(&[], true), Ok(Ask::None));
+        assert_eq!(parse(std::slice::from_ref(&dhnq), true), Ok(Ask::V1));
+        assert_eq!(
+            parse(std::slice::from_ref(&dh2q), true),
+            Ok(Ask::V2 {
+                timeout_ms: 5,
+                create_guid: g
+            })
+        );
+        // v2 contexts mean nothing before SMB 3.
+        assert_eq!(parse(std::slice::from_ref(&dh2q), false), Ok(Ask::None));
+        // A DHnQ next to a DHnC is ignored.
+        assert_eq!(
+            parse(&[dhnc.clone(), dhnq.clone()], true),
+            Ok(Ask::ReconnectV1 { file_id: fid })
+        );
+        assert_eq!(
+            parse(std::slice::from_ref(&dh2c), true),
+            Ok(Ask::ReconnectV2 {
+                file_id: fid,
+                create_guid: g
+            })
+        );
+        let inval = Err(NtStatus::INVALID_PARAMETER);
+        assert_eq!(parse(&[dh2c.clone(), dhnq.clone()], true), inval);
+        assert_eq!(parse(&[dhnc.clone(), dh2q.clone()], true), inval);
+        assert_eq!(parse(&[dhnc.clone(), dh2c.clone()], true), inval);
+        assert_eq!(parse(&[dh2c.clone(), dh2q.clone()], true), inval);
+        assert_eq!(parse(&[dh2q, dhnq], true), inval);
+        // Malformed blobs.
+        assert_eq!(parse(&[c(b"DHnQ", vec![0; 3])], true), inval);
+        assert_eq!(parse(&[c(b"DHnC", vec![0; 15])], true), inval);
+        assert_eq!(parse(&[c(b"DH2C", vec![0; 40])], true), inval);
+    }
+
+    #[test]
+    fn timeouts() {
+        let v2 = |ms| Ask::V2 {
+            timeout_ms: ms,
+            create_guid: [0; 16],
+        };
+        assert_eq!(granted_timeout(Ask::V1, 60, 300), Duration::from_secs(60));
+        assert_eq!(granted_timeout(v2(0), 60, 300), Duration::from_secs(60));
+        assert_eq!(granted_timeout(v2(1), 60, 300), Duration::from_millis(1));
+        assert_eq!(
+            granted_timeout(v2(u32::MAX), 60, 300),
+            Duration::from_secs(300)
+        );
+    }
+}
