@@ -5,6 +5,7 @@ use super::files::Open;
 use super::pending::{AsyncWork, Pending, PendingTable, MAX_PENDING};
 use super::session::Session;
 use super::state::ServerState;
+use crate::fsa::oplock::BreakNotice;
 use crate::server::crypto::{self, PreauthHash, SigningAlgorithm};
 use crate::wire::header::{
     self, offsets, FLAGS_ASYNC_COMMAND, FLAGS_RELATED_OPERATIONS, FLAGS_SERVER_TO_REDIR,
@@ -132,12 +133,16 @@ pub struct Connection {
     /// Other connections ask this one to close a session here (reconnect).
     pub close_tx: mpsc::UnboundedSender<u64>,
     close_rx: Option<mpsc::UnboundedReceiver<u64>>,
+    /// Oplock breaks for this connection's opens, from the broker.
+    break_tx: mpsc::UnboundedSender<BreakNotice>,
+    break_rx: Option<mpsc::UnboundedReceiver<BreakNotice>>,
 }
 
 impl Connection {
     pub fn new(st: Arc<ServerState>, peer: SocketAddr, conn_id: u64) -> Self {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let (close_tx, close_rx) = mpsc::unbounded_channel();
+        let (break_tx, break_rx) = mpsc::unbounded_channel();
         Connection {
             st,
             peer,
@@ -158,6 +163,8 @@ impl Connection {
             done_rx: Some(done_rx),
             close_tx,
             close_rx: Some(close_rx),
+            break_tx,
+            break_rx: Some(break_rx),
         }
     }
 
@@ -182,6 +189,9 @@ impl Connection {
         let span = tracing::info_span!("conn", id = self.conn_id, peer = %self.peer);
         async {
             info!("connected");
+            self.st
+                .broker
+                .register_break_sink(self.conn_id, self.break_tx.clone());
             let why = self.serve(sock).await;
             self.teardown().await;
             info!(reason = %why, "disconnected");
@@ -223,8 +233,11 @@ impl Connection {
         out: mpsc::UnboundedSender<BytesMut>,
         max_frame: Arc<AtomicUsize>,
     ) -> String {
-        let (Some(mut done_rx), Some(mut close_rx)) = (self.done_rx.take(), self.close_rx.take())
-        else {
+        let (Some(mut done_rx), Some(mut close_rx), Some(mut break_rx)) = (
+            self.done_rx.take(),
+            self.close_rx.take(),
+            self.break_rx.take(),
+        ) else {
             return "connection served twice".into();
         };
         loop {
@@ -246,7 +259,11 @@ impl Connection {
                     None => return "reader gone".into(),
                 },
                 Some((async_id, result)) = done_rx.recv() => {
-                    self.complete_async(async_id, result);
+                    self.complete_async(async_id, result).await;
+                    None
+                }
+                Some(notice) = break_rx.recv() => {
+                    self.send_oplock_break(notice);
                     None
                 }
             };
@@ -456,8 +473,20 @@ impl Connection {
             return Err(NtStatus::INSUFFICIENT_RESOURCES);
         }
         let async_id = self.pending.next_async_id();
+        self.spawn_pending(async_id, req.clone(), work, self.encrypted_chain);
+        Ok((error_reply(NtStatus::PENDING), ReplyKind::Interim(async_id)))
+    }
+
+    /// Runs a pending request's task and records it under `async_id`.
+    fn spawn_pending(
+        &mut self,
+        async_id: u64,
+        req: Header,
+        mut work: AsyncWork,
+        encrypted: Option<u64>,
+    ) {
         let done = self.done_tx.clone();
-        let (kind, file, gate) = (work.kind, work.file, work.gate.clone());
+        let (kind, file, gate, redo) = (work.kind, work.file, work.gate.clone(), work.redo.take());
         let fut = work.into_future();
         let task = tokio::spawn(
             async move {
@@ -473,14 +502,14 @@ impl Connection {
         debug!(async_id, ?kind, "request went async");
         self.pending.insert(Pending {
             async_id,
-            req: req.clone(),
+            req,
             kind,
             file,
-            encrypted: self.encrypted_chain,
+            encrypted,
             gate,
             abort: Some(task.abort_handle()),
+            redo,
         });
-        Ok((error_reply(NtStatus::PENDING), ReplyKind::Interim(async_id)))
     }
 
     /// CANCEL: ends the pending request it names with STATUS_CANCELLED. A
@@ -526,14 +555,42 @@ impl Connection {
         }
     }
 
-    /// A pending request's task finished: send its final response.
-    fn complete_async(&mut self, async_id: u64, result: Result<Reply, NtStatus>) {
-        let Some(p) = self.pending.remove(async_id) else {
+    /// A pending request's task finished: send its final response, or run
+    /// the request again if that is what it waited for.
+    async fn complete_async(&mut self, async_id: u64, result: Result<Reply, NtStatus>) {
+        let Some(mut p) = self.pending.remove(async_id) else {
             return;
         };
+        if let (Some(msg), true) = (p.redo.take(), result.is_ok()) {
+            self.redo_pending(p, msg).await;
+            return;
+        }
         let reply = result.unwrap_or_else(error_reply);
         debug!(async_id, status = ?reply.status, "async request completed");
         self.send_final(&p, reply);
+    }
+
+    /// Runs a request that waited again, as if it had just arrived; it may
+    /// have to wait once more, under the same AsyncId.
+    async fn redo_pending(&mut self, p: Pending, msg: Vec<u8>) {
+        let mut ctx = Ctx {
+            hdr: p.req.clone(),
+            msg: &msg,
+            related_fid: None,
+        };
+        let saved = std::mem::replace(&mut self.encrypted_chain, p.encrypted);
+        self.async_work = None;
+        let span = tracing::debug_span!("redo", async_id = p.async_id, mid = p.req.message_id);
+        let r = self.dispatch(&mut ctx).instrument(span).await;
+        self.encrypted_chain = saved;
+        match (r, self.async_work.take()) {
+            (Ok(_), Some(work)) => self.spawn_pending(p.async_id, p.req.clone(), work, p.encrypted),
+            (r, _) => {
+                let reply = r.unwrap_or_else(error_reply);
+                debug!(async_id = p.async_id, status = ?reply.status, "async request completed");
+                self.send_final(&p, reply);
+            }
+        }
     }
 
     /// Builds, signs or encrypts the final response of a pending request and
@@ -764,7 +821,7 @@ impl Connection {
                     Command::OplockBreak if !fixed_body_ok(ctx.msg, &[24, 36]) => {
                         Err(NtStatus::INVALID_PARAMETER)
                     }
-                    Command::OplockBreak => Err(NtStatus::INVALID_OPLOCK_PROTOCOL),
+                    Command::OplockBreak => self.oplock_break(ctx),
                     Command::Negotiate
                     | Command::SessionSetup
                     | Command::Echo
@@ -786,6 +843,7 @@ impl Connection {
     /// Closes every open and session when the connection ends.
     async fn teardown(&mut self) {
         self.pending.abort_all();
+        self.st.broker.unregister_break_sink(self.conn_id);
         let ids: Vec<u64> = self.opens.keys().copied().collect();
         for id in ids {
             if let Some(open) = self.opens.remove(&id) {
