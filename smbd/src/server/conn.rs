@@ -71,6 +71,28 @@ enum ReplyKind {
     Final(u64),
 }
 
+/// Where a chain stands between two of its requests.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ChainState {
+    /// Index of the next request to process.
+    pub next: usize,
+    /// FileId produced or used by the previous request.
+    pub related_fid: Option<FileId>,
+    /// Session a related request inherits: 0 once a request named a
+    /// session that does not exist, so that what follows fails.
+    pub chain_session: u64,
+    pub chain_tree: u32,
+    /// Error of a failed CREATE, which related requests inherit (they have
+    /// no FileId to work on).
+    pub create_error: Option<NtStatus>,
+}
+
+/// The requests of a chain after one that went async in its middle.
+pub struct ChainRest {
+    pub buf: Vec<u8>,
+    pub state: ChainState,
+}
+
 /// A pending request's task reports its result under its AsyncId.
 type AsyncDone = (u64, Result<Reply, NtStatus>);
 
@@ -348,17 +370,25 @@ impl Connection {
 
     /// Processes a chain of (possibly compounded) SMB2 requests.
     async fn process_chain(&mut self, buf: &[u8]) -> Result<Option<BytesMut>, String> {
+        self.process_chain_from(buf, ChainState::default()).await
+    }
+
+    /// Processes the requests of a chain from `state.next` on.
+    async fn process_chain_from(
+        &mut self,
+        buf: &[u8],
+        state: ChainState,
+    ) -> Result<Option<BytesMut>, String> {
         let bounds = crate::wire::frame::split_compound(buf)
             .map_err(|e| format!("bad compound chain: {e}"))?;
         let mut out = BytesMut::new();
-        let mut related_fid: Option<FileId> = None;
-        // Session a related request inherits: 0 once a request named a
-        // session that does not exist, so that what follows fails.
-        let mut chain_session: u64 = 0;
-        let mut chain_tree: u32 = 0;
-        // Error of a failed CREATE, which related requests inherit (they
-        // have no FileId to work on).
-        let mut create_error: Option<NtStatus> = None;
+        let ChainState {
+            next: first,
+            mut related_fid,
+            mut chain_session,
+            mut chain_tree,
+            mut create_error,
+        } = state;
         // The last request that gets a response (CANCEL gets none): its
         // response ends the chain, and only it may go async.
         let last_idx = bounds
@@ -367,7 +397,7 @@ impl Connection {
                 Header::decode(&buf[s..e]).map_or(true, |h| h.cmd() != Some(Command::Cancel))
             })
             .unwrap_or(0);
-        for (idx, &(start, end)) in bounds.iter().enumerate() {
+        for (idx, &(start, end)) in bounds.iter().enumerate().skip(first) {
             let msg = &buf[start..end];
             let mut hdr = Header::decode(msg).map_err(|e| format!("bad header: {e}"))?;
             if hdr.is_response() {
@@ -413,6 +443,47 @@ impl Connection {
                         let r = self.dispatch(&mut ctx).instrument(span).await;
                         related_fid = ctx.related_fid;
                         match (r, self.async_work.take()) {
+                            (Ok(_), Some(work)) if work.redo.is_some() && idx < last_idx => {
+                                // A CREATE waiting for an oplock break in the
+                                // middle of a chain: the chain stops here and
+                                // the rest runs once the CREATE is done.
+                                let sid = if !(related && idx == 0)
+                                    && self.sessions.contains_key(&hdr.session_id)
+                                {
+                                    hdr.session_id
+                                } else {
+                                    0
+                                };
+                                let rest = ChainRest {
+                                    buf: buf.to_vec(),
+                                    state: ChainState {
+                                        next: idx + 1,
+                                        related_fid: None,
+                                        chain_session: sid,
+                                        chain_tree: hdr.tree_id(),
+                                        create_error: None,
+                                    },
+                                };
+                                let async_id = self.pending.next_async_id();
+                                self.spawn_pending(
+                                    async_id,
+                                    hdr.clone(),
+                                    work,
+                                    self.encrypted_chain,
+                                    Some(rest),
+                                );
+                                let reply = error_reply(NtStatus::PENDING);
+                                let kind = ReplyKind::Interim(async_id);
+                                self.finish_reply(
+                                    &hdr,
+                                    reply,
+                                    related && idx > 0,
+                                    true,
+                                    kind,
+                                    &mut out,
+                                );
+                                break;
+                            }
                             (Ok(_), Some(work)) => self.go_async(&hdr, work, idx >= last_idx),
                             (r, _) => r.map(|r| (r, ReplyKind::Sync)),
                         }
@@ -473,7 +544,7 @@ impl Connection {
             return Err(NtStatus::INSUFFICIENT_RESOURCES);
         }
         let async_id = self.pending.next_async_id();
-        self.spawn_pending(async_id, req.clone(), work, self.encrypted_chain);
+        self.spawn_pending(async_id, req.clone(), work, self.encrypted_chain, None);
         Ok((error_reply(NtStatus::PENDING), ReplyKind::Interim(async_id)))
     }
 
@@ -484,6 +555,7 @@ impl Connection {
         req: Header,
         mut work: AsyncWork,
         encrypted: Option<u64>,
+        rest: Option<ChainRest>,
     ) {
         let done = self.done_tx.clone();
         let (kind, file, gate, redo) = (work.kind, work.file, work.gate.clone(), work.redo.take());
@@ -509,6 +581,7 @@ impl Connection {
             gate,
             abort: Some(task.abort_handle()),
             redo,
+            rest,
         });
     }
 
@@ -535,12 +608,15 @@ impl Connection {
         if !p.gate.cancel() {
             return;
         }
-        if let Some(p) = self.pending.remove(async_id) {
+        if let Some(mut p) = self.pending.remove(async_id) {
             if let Some(a) = &p.abort {
                 a.abort();
             }
             debug!(async_id, ?status, "pending request ended");
             self.send_final(&p, error_reply(status));
+            if let Some(rest) = p.rest.take() {
+                self.fail_chain_rest(rest, status, p.encrypted);
+            }
         }
     }
 
@@ -583,14 +659,102 @@ impl Connection {
         let span = tracing::debug_span!("redo", async_id = p.async_id, mid = p.req.message_id);
         let r = self.dispatch(&mut ctx).instrument(span).await;
         self.encrypted_chain = saved;
+        let related_fid = ctx.related_fid;
+        let mut p = p;
         match (r, self.async_work.take()) {
-            (Ok(_), Some(work)) => self.spawn_pending(p.async_id, p.req.clone(), work, p.encrypted),
+            (Ok(_), Some(work)) => {
+                let rest = p.rest.take();
+                self.spawn_pending(p.async_id, p.req.clone(), work, p.encrypted, rest)
+            }
             (r, _) => {
                 let reply = r.unwrap_or_else(error_reply);
                 debug!(async_id = p.async_id, status = ?reply.status, "async request completed");
+                let status = reply.status;
                 self.send_final(&p, reply);
+                if let Some(mut rest) = p.rest.take() {
+                    if status.is_error() {
+                        rest.state.create_error = Some(status);
+                    } else {
+                        rest.state.related_fid = related_fid;
+                    }
+                    self.resume_chain(rest, p.encrypted).await;
+                }
             }
         }
+    }
+
+    /// Processes the rest of a chain that stopped at an async CREATE and
+    /// queues its responses.
+    async fn resume_chain(&mut self, rest: ChainRest, encrypted: Option<u64>) {
+        let saved = std::mem::replace(&mut self.encrypted_chain, encrypted);
+        let out = self.process_chain_from(&rest.buf, rest.state).await;
+        self.encrypted_chain = saved;
+        for sid in std::mem::take(&mut self.logged_off) {
+            self.sessions.remove(&sid);
+            self.st.unregister_session(sid);
+        }
+        let frame = match (out, encrypted) {
+            (Ok(Some(resp)), Some(sid)) => match self.encrypt_for(sid, &resp) {
+                Ok(f) => f,
+                Err(e) => {
+                    debug!(error = %e, "resumed chain responses dropped");
+                    return;
+                }
+            },
+            (Ok(Some(resp)), None) => resp,
+            (Ok(None), _) => return,
+            (Err(why), _) => {
+                warn!(reason = %why, "resumed chain failed; disconnecting");
+                self.terminate = true;
+                return;
+            }
+        };
+        self.outbox.push(frame);
+    }
+
+    /// A pending CREATE that stopped a chain was cancelled: the requests
+    /// after it fail the same way (related ones have no FileId anyway).
+    fn fail_chain_rest(&mut self, rest: ChainRest, status: NtStatus, encrypted: Option<u64>) {
+        let Ok(bounds) = crate::wire::frame::split_compound(&rest.buf) else {
+            return;
+        };
+        let todo: Vec<Header> = bounds
+            .iter()
+            .skip(rest.state.next)
+            .filter_map(|&(s, e)| Header::decode(&rest.buf[s..e]).ok())
+            .filter(|h| h.cmd() != Some(Command::Cancel))
+            .collect();
+        let mut out = BytesMut::new();
+        let saved = std::mem::replace(&mut self.encrypted_chain, encrypted);
+        let n = todo.len();
+        for (i, mut h) in todo.into_iter().enumerate() {
+            let related = h.is_related();
+            if related {
+                h.session_id = rest.state.chain_session;
+                h.set_tree_id(rest.state.chain_tree);
+            }
+            let last = i + 1 == n;
+            self.finish_reply(
+                &h,
+                error_reply(status),
+                related,
+                last,
+                ReplyKind::Sync,
+                &mut out,
+            );
+        }
+        self.encrypted_chain = saved;
+        if out.is_empty() {
+            return;
+        }
+        let frame = match encrypted {
+            Some(sid) => match self.encrypt_for(sid, &out) {
+                Ok(f) => f,
+                Err(_) => return,
+            },
+            None => out,
+        };
+        self.outbox.push(frame);
     }
 
     /// Builds, signs or encrypts the final response of a pending request and

@@ -6,14 +6,13 @@
 
 use super::conn::{error_reply, Connection, Ctx, Reply};
 use super::pending::{AsyncWork, Attempt, Gate, PendingKind};
-use super::state::{ServerState, Share};
-use crate::fsa::broker::FileKey;
+use super::state::Share;
+use crate::fsa::broker::{Broker, FileKey};
 use crate::fsa::oplock::{BreakNotice, Intent, Level};
 use crate::wire::header::FLAGS_SERVER_TO_REDIR;
 use crate::wire::oplock::{BreakAck, OplockBreak};
 use crate::wire::{Command, Header, NtStatus, HEADER_LEN};
 use bytes::BytesMut;
-use std::sync::Arc;
 use std::time::Duration;
 use tracing::{debug, warn};
 
@@ -55,7 +54,7 @@ impl Connection {
         debug!(?key, "create waits for an oplock break");
         self.async_work = Some(
             AsyncWork::new(PendingKind::OplockBreak, None, gate, async move {
-                wait_for_breaks(&st, key).await;
+                wait_for_breaks(&st.broker, key).await;
                 match g.attempt(|| Some(())) {
                     Attempt::Cancelled => Err(NtStatus::CANCELLED),
                     _ => Ok(error_reply(NtStatus::PENDING)),
@@ -143,20 +142,168 @@ impl Connection {
 
 /// Waits until no break of `key` is outstanding: each acknowledgment, close
 /// or timeout wakes the waiter, which completes timed-out breaks itself.
-async fn wait_for_breaks(st: &Arc<ServerState>, key: FileKey) {
+async fn wait_for_breaks(broker: &Broker, key: FileKey) {
     loop {
-        let Some(changed) = st.broker.oplock_changed(key) else {
+        let Some(changed) = broker.oplock_changed(key) else {
             return;
         };
         let notified = changed.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let Some(deadline) = st.broker.oplock_deadline(key) else {
+        let Some(deadline) = broker.oplock_deadline(key) else {
             return;
         };
         tokio::select! {
             () = notified => {}
-            () = tokio::time::sleep_until(deadline.into()) => st.broker.oplock_expire(key),
+            () = tokio::time::sleep_until(deadline.into()) => broker.oplock_expire(key),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fsa::broker::Opened;
+    use crate::fsa::types::{access, share};
+    use std::sync::Arc;
+    use tokio::sync::mpsc;
+
+    const K: FileKey = FileKey {
+        dev: 3,
+        ino: 4,
+        stream: 0,
+    };
+    const RW: u32 = access::FILE_READ_DATA | access::FILE_WRITE_DATA;
+
+    fn intent(owner: u64, requested: Level, timeout: Duration) -> Intent {
+        Intent {
+            owner,
+            requested,
+            oplocks: true,
+            level2: true,
+            may_break: true,
+            break_timeout: timeout,
+            ..Intent::none()
+        }
+    }
+
+    /// A batch holder on owner 1 and a conflicting open from owner 2 that
+    /// has to wait; returns the broker and the holder's break queue.
+    fn contended(timeout: Duration) -> (Arc<Broker>, mpsc::UnboundedReceiver<BreakNotice>) {
+        let b = Arc::new(Broker::new());
+        let (tx, rx) = mpsc::unbounded_channel();
+        b.register_break_sink(1, tx);
+        let first = intent(1, Level::Batch, timeout);
+        assert_eq!(
+            b.open_with(K, "f".into(), 10, RW, share::ALL, false, &first),
+            Ok(Opened::Granted(Level::Batch))
+        );
+        let second = intent(2, Level::Batch, timeout);
+        assert_eq!(
+            b.open_with(K, "f".into(), 11, RW, share::ALL, false, &second),
+            Ok(Opened::Wait)
+        );
+        (b, rx)
+    }
+
+    #[tokio::test]
+    async fn acknowledgment_releases_the_waiting_open() {
+        let (b, mut rx) = contended(Duration::from_secs(30));
+        assert_eq!(
+            rx.try_recv(),
+            Ok(BreakNotice {
+                owner: 1,
+                open_id: 10,
+                to: Level::LevelII
+            })
+        );
+        let waiter = tokio::spawn({
+            let b = b.clone();
+            async move { wait_for_breaks(&b, K).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "must wait for the holder");
+        assert_eq!(b.oplock_ack(K, 10, 0x01), Ok(Level::LevelII));
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("the acknowledgment must wake the waiter")
+            .unwrap();
+        // Run again, the open gets level II next to the holder's level II.
+        let second = intent(2, Level::Batch, Duration::from_secs(30));
+        assert_eq!(
+            b.open_with(K, "f".into(), 11, RW, share::ALL, false, &second),
+            Ok(Opened::Granted(Level::LevelII))
+        );
+        // A second acknowledgment is a protocol error.
+        assert_eq!(
+            b.oplock_ack(K, 10, 0x01),
+            Err(NtStatus::INVALID_OPLOCK_PROTOCOL)
+        );
+        // A write breaks both level II oplocks to none, nobody waits.
+        let (tx2, mut rx2) = mpsc::unbounded_channel();
+        b.register_break_sink(2, tx2);
+        assert_eq!(b.oplock_break_level2(K), 2);
+        assert_eq!(rx.try_recv().map(|n| n.to), Ok(Level::NoOplock));
+        assert_eq!(rx2.try_recv().map(|n| n.to), Ok(Level::NoOplock));
+        assert_eq!(b.oplock_level(K, 10), Level::NoOplock);
+    }
+
+    #[tokio::test]
+    async fn closing_the_holder_releases_the_waiting_open() {
+        let (b, _rx) = contended(Duration::from_secs(30));
+        let waiter = tokio::spawn({
+            let b = b.clone();
+            async move { wait_for_breaks(&b, K).await }
+        });
+        tokio::task::yield_now().await;
+        b.close(K, 10);
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("closing the holder must wake the waiter")
+            .unwrap();
+        let second = intent(2, Level::Batch, Duration::from_secs(30));
+        assert_eq!(
+            b.open_with(K, "f".into(), 11, RW, share::ALL, false, &second),
+            Ok(Opened::Granted(Level::Batch))
+        );
+    }
+
+    #[tokio::test]
+    async fn unanswered_break_times_out() {
+        let (b, _rx) = contended(Duration::from_millis(50));
+        tokio::time::timeout(Duration::from_secs(5), wait_for_breaks(&b, K))
+            .await
+            .expect("the break must time out");
+        assert_eq!(b.oplock_level(K, 10), Level::NoOplock);
+        assert_eq!(
+            b.oplock_ack(K, 10, 0x01),
+            Err(NtStatus::INVALID_OPLOCK_PROTOCOL),
+            "a late acknowledgment has nothing to acknowledge"
+        );
+    }
+
+    #[tokio::test]
+    async fn sharing_violation_waits_for_batch_then_fails() {
+        let b = Broker::new();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        b.register_break_sink(1, tx);
+        let t = Duration::from_secs(30);
+        assert_eq!(
+            b.open_with(K, "f".into(), 10, RW, 0, false, &intent(1, Level::Batch, t)),
+            Ok(Opened::Granted(Level::Batch))
+        );
+        let other = intent(2, Level::NoOplock, t);
+        assert_eq!(
+            b.open_with(K, "f".into(), 11, RW, share::ALL, false, &other),
+            Ok(Opened::Wait)
+        );
+        assert_eq!(rx.try_recv().map(|n| n.to), Ok(Level::LevelII));
+        assert_eq!(b.oplock_ack(K, 10, 0x01), Ok(Level::LevelII));
+        wait_for_breaks(&b, K).await;
+        assert_eq!(
+            b.open_with(K, "f".into(), 11, RW, share::ALL, false, &other),
+            Err(NtStatus::SHARING_VIOLATION)
+        );
+        assert!(rx.try_recv().is_err(), "no second break");
     }
 }

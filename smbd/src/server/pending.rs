@@ -160,6 +160,8 @@ pub struct Pending {
     pub abort: Option<tokio::task::AbortHandle>,
     /// See [`AsyncWork::redo`].
     pub redo: Option<Vec<u8>>,
+    /// The rest of the chain this request stopped (it was not the last).
+    pub rest: Option<super::conn::ChainRest>,
 }
 
 /// Pending requests of one connection, by AsyncId.
@@ -249,6 +251,7 @@ mod tests {
             gate: Gate::default(),
             abort: None,
             redo: None,
+            rest: None,
         });
         id
     }
