@@ -154,6 +154,10 @@ pub struct ShareDefaults {
     pub kernel_oplocks: Option<bool>,
     pub posix_locking: Option<bool>,
     pub durable_handles: Option<bool>,
+    /// "oplocks": grant exclusive and batch oplocks (and level II ones).
+    pub oplocks: bool,
+    /// "level2 oplocks": grant level II (shared read-caching) oplocks.
+    pub level2_oplocks: bool,
 }
 
 impl Default for ShareDefaults {
@@ -168,6 +172,8 @@ impl Default for ShareDefaults {
             kernel_oplocks: None,
             posix_locking: None,
             durable_handles: None,
+            oplocks: true,
+            level2_oplocks: true,
         }
     }
 }
@@ -205,6 +211,9 @@ pub struct Global {
     /// "holdfast workers": worker processes behind the supervisor; 0 serves
     /// every connection in the one process.
     pub workers: usize,
+    /// "oplock break timeout": seconds a conflicting open waits for the
+    /// holder to acknowledge an oplock break (MS-SMB2 3.3.2.1, default 35).
+    pub oplock_break_timeout: u32,
     pub share_defaults: ShareDefaults,
 }
 
@@ -226,6 +235,7 @@ impl Default for Global {
             guest_account: "nobody".into(),
             restrict_anonymous: 0,
             workers: 1,
+            oplock_break_timeout: 35,
             share_defaults: ShareDefaults::default(),
         }
     }
@@ -299,6 +309,8 @@ pub struct ShareConfig {
     pub kernel_oplocks: Option<bool>,
     pub posix_locking: Option<bool>,
     pub durable_handles: Option<bool>,
+    pub oplocks: bool,
+    pub level2_oplocks: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -573,6 +585,8 @@ fn apply_share_option(
         "kernel oplocks" => d.kernel_oplocks = Some(parse_bool(a, section)?),
         "posix locking" => d.posix_locking = Some(parse_bool(a, section)?),
         "durable handles" => d.durable_handles = Some(parse_bool(a, section)?),
+        "oplocks" => d.oplocks = parse_bool(a, section)?,
+        "level2 oplocks" => d.level2_oplocks = parse_bool(a, section)?,
         _ => return Ok(false),
     }
     Ok(true)
@@ -697,6 +711,12 @@ fn apply_global_option(
                 "1" => 1,
                 "2" => 2,
                 _ => return Err(bad_value(a, S, "0, 1 or 2")),
+            }
+        }
+        "oplock break timeout" => {
+            g.oplock_break_timeout = match a.value.trim().parse::<u32>() {
+                Ok(n) if (1..=3600).contains(&n) => n,
+                _ => return Err(bad_value(a, S, "seconds, 1-3600")),
             }
         }
         "server role" => {
@@ -870,6 +890,8 @@ pub fn parse(text: &str) -> Result<(Config, Vec<String>), ConfigError> {
                 kernel_oplocks: d.kernel_oplocks,
                 posix_locking: d.posix_locking,
                 durable_handles: d.durable_handles,
+                oplocks: d.oplocks,
+                level2_oplocks: d.level2_oplocks,
             },
         ));
     }
@@ -950,6 +972,7 @@ impl Config {
         out.opt("map to guest", g.map_to_guest.as_str());
         out.opt("guest account", &g.guest_account);
         out.opt("restrict anonymous", g.restrict_anonymous);
+        out.opt("oplock break timeout", g.oplock_break_timeout);
         let d = &g.share_defaults;
         render_share_opts(
             &mut out,
@@ -963,6 +986,8 @@ impl Config {
                 ("kernel oplocks", d.kernel_oplocks.map(yes_no)),
                 ("posix locking", d.posix_locking.map(yes_no)),
                 ("durable handles", d.durable_handles.map(yes_no)),
+                ("oplocks", Some(yes_no(d.oplocks))),
+                ("level2 oplocks", Some(yes_no(d.level2_oplocks))),
             ],
         );
         for s in &self.shares {
@@ -980,6 +1005,8 @@ impl Config {
                     ("kernel oplocks", s.kernel_oplocks.map(yes_no)),
                     ("posix locking", s.posix_locking.map(yes_no)),
                     ("durable handles", s.durable_handles.map(yes_no)),
+                    ("oplocks", Some(yes_no(s.oplocks))),
+                    ("level2 oplocks", Some(yes_no(s.level2_oplocks))),
                 ],
             );
         }
@@ -994,7 +1021,7 @@ fn render_share_opts(
     browseable: bool,
     valid_users: &[String],
     comment: &str,
-    optional: [(&str, Option<&str>); 4],
+    optional: [(&str, Option<&str>); 6],
 ) {
     if !comment.is_empty() {
         out.opt("comment", comment);
@@ -1257,6 +1284,22 @@ mod tests {
         assert_eq!(b.kernel_oplocks, Some(true));
         assert!(b.read_only);
         assert!(b.valid_users.is_empty());
+    }
+
+    #[test]
+    fn oplock_options() {
+        let (c, w) = ok("[global]\noplock break timeout = 5\nlevel2 oplocks = no\n\
+                         [a]\npath = /a\n[b]\npath = /b\noplocks = no\nlevel2 oplocks = yes\n");
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(c.global.oplock_break_timeout, 5);
+        let a = c.share("a").unwrap();
+        assert!(a.oplocks && !a.level2_oplocks);
+        let b = c.share("b").unwrap();
+        assert!(!b.oplocks && b.level2_oplocks);
+        assert_eq!(Global::default().oplock_break_timeout, 35);
+        assert!(err("[global]\noplock break timeout = 0\n").contains("oplock break timeout"));
+        let (c2, _) = ok(&c.render_effective());
+        assert_eq!(c2, c);
     }
 
     #[test]

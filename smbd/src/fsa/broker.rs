@@ -5,6 +5,7 @@
 //! broker can move behind a socket (one broker for all workers) without
 //! changing its callers. Today it is an in-process object.
 
+use super::oplock::{self, BreakNotice, Intent, Level, OplockRec};
 use super::sharemode::pair_conflicts;
 use super::types::{access, nt_now};
 use super::writetime::{Change, FileWriteTime, OpenWriteTime};
@@ -12,7 +13,9 @@ use crate::wire::NtStatus;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use tokio::sync::Notify;
+use std::time::Instant;
+use tokio::sync::{mpsc, Notify};
+use tracing::debug;
 
 /// Identifies a file (and one of its data streams) independent of its name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -37,6 +40,7 @@ struct OpenRec {
     access: u32,
     share: u32,
     delete_on_close: bool,
+    oplock: OplockRec,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,7 +76,23 @@ struct FileState {
     /// Woken whenever locks of this file are released, so that blocked
     /// (pending) lock requests retry.
     unlocked: Arc<Notify>,
+    /// Woken when an oplock of this stream changes (acknowledged, timed
+    /// out, its open closed), so that opens waiting for a break retry.
+    oplock_changed: Arc<Notify>,
 }
+
+/// Result of [`Broker::open_with`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opened {
+    /// The open is recorded with this oplock.
+    Granted(Level),
+    /// Nothing was recorded: oplocks are being broken; wait for
+    /// [`Broker::oplock_changed`] (or the break deadline) and try again.
+    Wait,
+}
+
+/// Where break notifications for a connection go.
+pub type BreakSink = mpsc::UnboundedSender<BreakNotice>;
 
 /// What the last close of an open means for the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,6 +110,12 @@ pub struct CloseOutcome {
 #[derive(Debug, Default)]
 pub struct Broker {
     files: Mutex<HashMap<FileKey, FileState>>,
+    /// Break notification queues by owner (connection id).
+    sinks: Mutex<HashMap<u64, BreakSink>>,
+}
+
+fn oplocks_of(st: &mut FileState) -> impl Iterator<Item = (u64, &mut OplockRec)> {
+    st.opens.iter_mut().map(|o| (o.open_id, &mut o.oplock))
 }
 
 fn has_stream_opens(files: &HashMap<FileKey, FileState>, base: FileKey) -> bool {
@@ -134,7 +160,8 @@ impl Broker {
         self.files.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Checks share modes and delete-pending, and records the open if allowed.
+    /// Checks share modes and delete-pending, and records the open if
+    /// allowed (no oplock, never breaks one).
     pub fn open(
         &self,
         key: FileKey,
@@ -144,6 +171,62 @@ impl Broker {
         share: u32,
         delete_on_close: bool,
     ) -> Result<(), NtStatus> {
+        match self.open_with(
+            key,
+            path,
+            open_id,
+            access,
+            share,
+            delete_on_close,
+            &Intent::none(),
+        )? {
+            Opened::Granted(_) => Ok(()),
+            Opened::Wait => Err(NtStatus::SHARING_VIOLATION),
+        }
+    }
+
+    /// Opens with oplock handling (MS-FSA 2.1.5.1.2): a sharing violation
+    /// first breaks batch oplocks, an allowed open breaks conflicting
+    /// oplocks; either may have to wait for the holders. Otherwise records
+    /// the open with the oplock it gets.
+    #[allow(clippy::too_many_arguments)]
+    pub fn open_with(
+        &self,
+        key: FileKey,
+        path: PathBuf,
+        open_id: u64,
+        access: u32,
+        share: u32,
+        delete_on_close: bool,
+        intent: &Intent,
+    ) -> Result<Opened, NtStatus> {
+        let mut notices = Vec::new();
+        let r = self.open_locked(
+            key,
+            path,
+            open_id,
+            access,
+            share,
+            delete_on_close,
+            intent,
+            &mut notices,
+        );
+        self.deliver(notices);
+        r
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn open_locked(
+        &self,
+        key: FileKey,
+        path: PathBuf,
+        open_id: u64,
+        access: u32,
+        share: u32,
+        delete_on_close: bool,
+        intent: &Intent,
+        notices: &mut Vec<BreakNotice>,
+    ) -> Result<Opened, NtStatus> {
         let mut files = self.files();
         if let Some(status) = stream_conflict(&files, key, access, share) {
             return Err(status);
@@ -156,23 +239,134 @@ impl Broker {
         if st.delete_pending {
             return Err(NtStatus::DELETE_PENDING);
         }
+        let now = Instant::now();
         if st
             .opens
             .iter()
             .any(|o| pair_conflicts(o.access, o.share, access, share))
         {
+            if intent.may_break
+                && oplock::check_sharing_violation(oplocks_of(st), intent, now, notices)
+            {
+                return Ok(Opened::Wait);
+            }
             if st.opens.is_empty() {
                 files.remove(&key);
             }
             return Err(NtStatus::SHARING_VIOLATION);
         }
+        if intent.may_break && oplock::check_open(oplocks_of(st), access, intent, now, notices) {
+            return Ok(Opened::Wait);
+        }
+        let level = oplock::grant(st.opens.iter().map(|o| &o.oplock), intent);
         st.opens.push(OpenRec {
             open_id,
             access,
             share,
             delete_on_close,
+            oplock: OplockRec {
+                owner: intent.owner,
+                level,
+                breaking: None,
+                level2_ok: intent.level2,
+            },
         });
-        Ok(())
+        Ok(Opened::Granted(level))
+    }
+
+    /// Registers the queue that gets break notifications for `owner`.
+    pub fn register_break_sink(&self, owner: u64, sink: BreakSink) {
+        self.sinks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(owner, sink);
+    }
+
+    /// The owner is gone (its opens are closed separately).
+    pub fn unregister_break_sink(&self, owner: u64) {
+        self.sinks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&owner);
+    }
+
+    fn deliver(&self, notices: Vec<BreakNotice>) {
+        if notices.is_empty() {
+            return;
+        }
+        let sinks = self.sinks.lock().unwrap_or_else(|e| e.into_inner());
+        for n in notices {
+            debug!(open = n.open_id, owner = n.owner, to = ?n.to, "oplock break");
+            match sinks.get(&n.owner) {
+                Some(tx) if tx.send(n).is_ok() => {}
+                _ => debug!(owner = n.owner, "oplock holder has no break queue"),
+            }
+        }
+    }
+
+    /// The holder of `open_id` acknowledges a break (MS-SMB2 3.3.5.22.1);
+    /// returns the level it keeps. Waiting opens are woken either way.
+    pub fn oplock_ack(
+        &self,
+        key: FileKey,
+        open_id: u64,
+        wire_level: u8,
+    ) -> Result<Level, NtStatus> {
+        let mut files = self.files();
+        let st = files.get_mut(&key).ok_or(NtStatus::FILE_CLOSED)?;
+        let rec = st
+            .opens
+            .iter_mut()
+            .find(|o| o.open_id == open_id)
+            .ok_or(NtStatus::FILE_CLOSED)?;
+        let was_breaking = rec.oplock.breaking.is_some();
+        let r = oplock::acknowledge(&mut rec.oplock, wire_level);
+        if was_breaking {
+            st.oplock_changed.notify_waiters();
+        }
+        r
+    }
+
+    /// Data of the stream changes: level II oplocks go to none (no waiting).
+    /// Returns how many were broken.
+    pub fn oplock_break_level2(&self, key: FileKey) -> usize {
+        let mut notices = Vec::new();
+        if let Some(st) = self.files().get_mut(&key) {
+            oplock::break_level2(oplocks_of(st), &mut notices);
+        }
+        let n = notices.len();
+        self.deliver(notices);
+        n
+    }
+
+    /// Notified when an oplock of the stream changes; None if it has no opens.
+    /// Register (`Notified::enable`) before checking [`Broker::oplock_deadline`].
+    pub fn oplock_changed(&self, key: FileKey) -> Option<Arc<Notify>> {
+        self.files().get(&key).map(|s| s.oplock_changed.clone())
+    }
+
+    /// When the earliest unacknowledged break of the stream times out.
+    pub fn oplock_deadline(&self, key: FileKey) -> Option<Instant> {
+        let files = self.files();
+        oplock::deadline(files.get(&key)?.opens.iter().map(|o| &o.oplock))
+    }
+
+    /// Completes the breaks of the stream that timed out.
+    pub fn oplock_expire(&self, key: FileKey) {
+        if let Some(st) = self.files().get_mut(&key) {
+            if oplock::expire(st.opens.iter_mut().map(|o| &mut o.oplock), Instant::now()) {
+                debug!(?key, "oplock break timed out");
+                st.oplock_changed.notify_waiters();
+            }
+        }
+    }
+
+    /// The oplock an open holds now.
+    pub fn oplock_level(&self, key: FileKey, open_id: u64) -> Level {
+        self.files()
+            .get(&key)
+            .and_then(|s| s.opens.iter().find(|o| o.open_id == open_id))
+            .map_or(Level::NoOplock, |o| o.oplock.level)
     }
 
     /// Would an open with these masks conflict? (No record is made.)
@@ -209,6 +403,8 @@ impl Broker {
             if rec.delete_on_close {
                 st.delete_pending = true;
             }
+            // Its oplock is gone: opens waiting for its break may go on.
+            st.oplock_changed.notify_waiters();
         }
         let before = st.locks.len();
         st.locks.retain(|l| l.open_id != open_id);

@@ -5,6 +5,7 @@ pub mod dirent;
 pub mod fsinfo;
 pub mod info;
 pub mod names;
+pub mod oplock;
 pub mod security;
 pub mod setinfo;
 pub mod sharemode;

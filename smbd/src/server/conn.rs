@@ -5,6 +5,7 @@ use super::files::Open;
 use super::pending::{AsyncWork, Pending, PendingTable, MAX_PENDING};
 use super::session::Session;
 use super::state::ServerState;
+use crate::fsa::oplock::BreakNotice;
 use crate::server::crypto::{self, PreauthHash, SigningAlgorithm};
 use crate::wire::header::{
     self, offsets, FLAGS_ASYNC_COMMAND, FLAGS_RELATED_OPERATIONS, FLAGS_SERVER_TO_REDIR,
@@ -70,6 +71,28 @@ enum ReplyKind {
     Final(u64),
 }
 
+/// Where a chain stands between two of its requests.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ChainState {
+    /// Index of the next request to process.
+    pub next: usize,
+    /// FileId produced or used by the previous request.
+    pub related_fid: Option<FileId>,
+    /// Session a related request inherits: 0 once a request named a
+    /// session that does not exist, so that what follows fails.
+    pub chain_session: u64,
+    pub chain_tree: u32,
+    /// Error of a failed CREATE, which related requests inherit (they have
+    /// no FileId to work on).
+    pub create_error: Option<NtStatus>,
+}
+
+/// The requests of a chain after one that went async in its middle.
+pub struct ChainRest {
+    pub buf: Vec<u8>,
+    pub state: ChainState,
+}
+
 /// A pending request's task reports its result under its AsyncId.
 type AsyncDone = (u64, Result<Reply, NtStatus>);
 
@@ -132,12 +155,16 @@ pub struct Connection {
     /// Other connections ask this one to close a session here (reconnect).
     pub close_tx: mpsc::UnboundedSender<u64>,
     close_rx: Option<mpsc::UnboundedReceiver<u64>>,
+    /// Oplock breaks for this connection's opens, from the broker.
+    break_tx: mpsc::UnboundedSender<BreakNotice>,
+    break_rx: Option<mpsc::UnboundedReceiver<BreakNotice>>,
 }
 
 impl Connection {
     pub fn new(st: Arc<ServerState>, peer: SocketAddr, conn_id: u64) -> Self {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let (close_tx, close_rx) = mpsc::unbounded_channel();
+        let (break_tx, break_rx) = mpsc::unbounded_channel();
         Connection {
             st,
             peer,
@@ -158,6 +185,8 @@ impl Connection {
             done_rx: Some(done_rx),
             close_tx,
             close_rx: Some(close_rx),
+            break_tx,
+            break_rx: Some(break_rx),
         }
     }
 
@@ -182,6 +211,9 @@ impl Connection {
         let span = tracing::info_span!("conn", id = self.conn_id, peer = %self.peer);
         async {
             info!("connected");
+            self.st
+                .broker
+                .register_break_sink(self.conn_id, self.break_tx.clone());
             let why = self.serve(sock).await;
             self.teardown().await;
             info!(reason = %why, "disconnected");
@@ -223,8 +255,11 @@ impl Connection {
         out: mpsc::UnboundedSender<BytesMut>,
         max_frame: Arc<AtomicUsize>,
     ) -> String {
-        let (Some(mut done_rx), Some(mut close_rx)) = (self.done_rx.take(), self.close_rx.take())
-        else {
+        let (Some(mut done_rx), Some(mut close_rx), Some(mut break_rx)) = (
+            self.done_rx.take(),
+            self.close_rx.take(),
+            self.break_rx.take(),
+        ) else {
             return "connection served twice".into();
         };
         loop {
@@ -246,7 +281,11 @@ impl Connection {
                     None => return "reader gone".into(),
                 },
                 Some((async_id, result)) = done_rx.recv() => {
-                    self.complete_async(async_id, result);
+                    self.complete_async(async_id, result).await;
+                    None
+                }
+                Some(notice) = break_rx.recv() => {
+                    self.send_oplock_break(notice);
                     None
                 }
             };
@@ -331,17 +370,25 @@ impl Connection {
 
     /// Processes a chain of (possibly compounded) SMB2 requests.
     async fn process_chain(&mut self, buf: &[u8]) -> Result<Option<BytesMut>, String> {
+        self.process_chain_from(buf, ChainState::default()).await
+    }
+
+    /// Processes the requests of a chain from `state.next` on.
+    async fn process_chain_from(
+        &mut self,
+        buf: &[u8],
+        state: ChainState,
+    ) -> Result<Option<BytesMut>, String> {
         let bounds = crate::wire::frame::split_compound(buf)
             .map_err(|e| format!("bad compound chain: {e}"))?;
         let mut out = BytesMut::new();
-        let mut related_fid: Option<FileId> = None;
-        // Session a related request inherits: 0 once a request named a
-        // session that does not exist, so that what follows fails.
-        let mut chain_session: u64 = 0;
-        let mut chain_tree: u32 = 0;
-        // Error of a failed CREATE, which related requests inherit (they
-        // have no FileId to work on).
-        let mut create_error: Option<NtStatus> = None;
+        let ChainState {
+            next: first,
+            mut related_fid,
+            mut chain_session,
+            mut chain_tree,
+            mut create_error,
+        } = state;
         // The last request that gets a response (CANCEL gets none): its
         // response ends the chain, and only it may go async.
         let last_idx = bounds
@@ -350,7 +397,7 @@ impl Connection {
                 Header::decode(&buf[s..e]).map_or(true, |h| h.cmd() != Some(Command::Cancel))
             })
             .unwrap_or(0);
-        for (idx, &(start, end)) in bounds.iter().enumerate() {
+        for (idx, &(start, end)) in bounds.iter().enumerate().skip(first) {
             let msg = &buf[start..end];
             let mut hdr = Header::decode(msg).map_err(|e| format!("bad header: {e}"))?;
             if hdr.is_response() {
@@ -396,6 +443,47 @@ impl Connection {
                         let r = self.dispatch(&mut ctx).instrument(span).await;
                         related_fid = ctx.related_fid;
                         match (r, self.async_work.take()) {
+                            (Ok(_), Some(work)) if work.redo.is_some() && idx < last_idx => {
+                                // A CREATE waiting for an oplock break in the
+                                // middle of a chain: the chain stops here and
+                                // the rest runs once the CREATE is done.
+                                let sid = if !(related && idx == 0)
+                                    && self.sessions.contains_key(&hdr.session_id)
+                                {
+                                    hdr.session_id
+                                } else {
+                                    0
+                                };
+                                let rest = ChainRest {
+                                    buf: buf.to_vec(),
+                                    state: ChainState {
+                                        next: idx + 1,
+                                        related_fid: None,
+                                        chain_session: sid,
+                                        chain_tree: hdr.tree_id(),
+                                        create_error: None,
+                                    },
+                                };
+                                let async_id = self.pending.next_async_id();
+                                self.spawn_pending(
+                                    async_id,
+                                    hdr.clone(),
+                                    work,
+                                    self.encrypted_chain,
+                                    Some(rest),
+                                );
+                                let reply = error_reply(NtStatus::PENDING);
+                                let kind = ReplyKind::Interim(async_id);
+                                self.finish_reply(
+                                    &hdr,
+                                    reply,
+                                    related && idx > 0,
+                                    true,
+                                    kind,
+                                    &mut out,
+                                );
+                                break;
+                            }
                             (Ok(_), Some(work)) => self.go_async(&hdr, work, idx >= last_idx),
                             (r, _) => r.map(|r| (r, ReplyKind::Sync)),
                         }
@@ -456,8 +544,21 @@ impl Connection {
             return Err(NtStatus::INSUFFICIENT_RESOURCES);
         }
         let async_id = self.pending.next_async_id();
+        self.spawn_pending(async_id, req.clone(), work, self.encrypted_chain, None);
+        Ok((error_reply(NtStatus::PENDING), ReplyKind::Interim(async_id)))
+    }
+
+    /// Runs a pending request's task and records it under `async_id`.
+    fn spawn_pending(
+        &mut self,
+        async_id: u64,
+        req: Header,
+        mut work: AsyncWork,
+        encrypted: Option<u64>,
+        rest: Option<ChainRest>,
+    ) {
         let done = self.done_tx.clone();
-        let (kind, file, gate) = (work.kind, work.file, work.gate.clone());
+        let (kind, file, gate, redo) = (work.kind, work.file, work.gate.clone(), work.redo.take());
         let fut = work.into_future();
         let task = tokio::spawn(
             async move {
@@ -473,14 +574,15 @@ impl Connection {
         debug!(async_id, ?kind, "request went async");
         self.pending.insert(Pending {
             async_id,
-            req: req.clone(),
+            req,
             kind,
             file,
-            encrypted: self.encrypted_chain,
+            encrypted,
             gate,
             abort: Some(task.abort_handle()),
+            redo,
+            rest,
         });
-        Ok((error_reply(NtStatus::PENDING), ReplyKind::Interim(async_id)))
     }
 
     /// CANCEL: ends the pending request it names with STATUS_CANCELLED. A
@@ -506,12 +608,15 @@ impl Connection {
         if !p.gate.cancel() {
             return;
         }
-        if let Some(p) = self.pending.remove(async_id) {
+        if let Some(mut p) = self.pending.remove(async_id) {
             if let Some(a) = &p.abort {
                 a.abort();
             }
             debug!(async_id, ?status, "pending request ended");
             self.send_final(&p, error_reply(status));
+            if let Some(rest) = p.rest.take() {
+                self.fail_chain_rest(rest, status, p.encrypted);
+            }
         }
     }
 
@@ -526,14 +631,130 @@ impl Connection {
         }
     }
 
-    /// A pending request's task finished: send its final response.
-    fn complete_async(&mut self, async_id: u64, result: Result<Reply, NtStatus>) {
-        let Some(p) = self.pending.remove(async_id) else {
+    /// A pending request's task finished: send its final response, or run
+    /// the request again if that is what it waited for.
+    async fn complete_async(&mut self, async_id: u64, result: Result<Reply, NtStatus>) {
+        let Some(mut p) = self.pending.remove(async_id) else {
             return;
         };
+        if let (Some(msg), true) = (p.redo.take(), result.is_ok()) {
+            self.redo_pending(p, msg).await;
+            return;
+        }
         let reply = result.unwrap_or_else(error_reply);
         debug!(async_id, status = ?reply.status, "async request completed");
         self.send_final(&p, reply);
+    }
+
+    /// Runs a request that waited again, as if it had just arrived; it may
+    /// have to wait once more, under the same AsyncId.
+    async fn redo_pending(&mut self, p: Pending, msg: Vec<u8>) {
+        let mut ctx = Ctx {
+            hdr: p.req.clone(),
+            msg: &msg,
+            related_fid: None,
+        };
+        let saved = std::mem::replace(&mut self.encrypted_chain, p.encrypted);
+        self.async_work = None;
+        let span = tracing::debug_span!("redo", async_id = p.async_id, mid = p.req.message_id);
+        let r = self.dispatch(&mut ctx).instrument(span).await;
+        self.encrypted_chain = saved;
+        let related_fid = ctx.related_fid;
+        let mut p = p;
+        match (r, self.async_work.take()) {
+            (Ok(_), Some(work)) => {
+                let rest = p.rest.take();
+                self.spawn_pending(p.async_id, p.req.clone(), work, p.encrypted, rest)
+            }
+            (r, _) => {
+                let reply = r.unwrap_or_else(error_reply);
+                debug!(async_id = p.async_id, status = ?reply.status, "async request completed");
+                let status = reply.status;
+                self.send_final(&p, reply);
+                if let Some(mut rest) = p.rest.take() {
+                    if status.is_error() {
+                        rest.state.create_error = Some(status);
+                    } else {
+                        rest.state.related_fid = related_fid;
+                    }
+                    self.resume_chain(rest, p.encrypted).await;
+                }
+            }
+        }
+    }
+
+    /// Processes the rest of a chain that stopped at an async CREATE and
+    /// queues its responses.
+    async fn resume_chain(&mut self, rest: ChainRest, encrypted: Option<u64>) {
+        let saved = std::mem::replace(&mut self.encrypted_chain, encrypted);
+        let out = self.process_chain_from(&rest.buf, rest.state).await;
+        self.encrypted_chain = saved;
+        for sid in std::mem::take(&mut self.logged_off) {
+            self.sessions.remove(&sid);
+            self.st.unregister_session(sid);
+        }
+        let frame = match (out, encrypted) {
+            (Ok(Some(resp)), Some(sid)) => match self.encrypt_for(sid, &resp) {
+                Ok(f) => f,
+                Err(e) => {
+                    debug!(error = %e, "resumed chain responses dropped");
+                    return;
+                }
+            },
+            (Ok(Some(resp)), None) => resp,
+            (Ok(None), _) => return,
+            (Err(why), _) => {
+                warn!(reason = %why, "resumed chain failed; disconnecting");
+                self.terminate = true;
+                return;
+            }
+        };
+        self.outbox.push(frame);
+    }
+
+    /// A pending CREATE that stopped a chain was cancelled: the requests
+    /// after it fail the same way (related ones have no FileId anyway).
+    fn fail_chain_rest(&mut self, rest: ChainRest, status: NtStatus, encrypted: Option<u64>) {
+        let Ok(bounds) = crate::wire::frame::split_compound(&rest.buf) else {
+            return;
+        };
+        let todo: Vec<Header> = bounds
+            .iter()
+            .skip(rest.state.next)
+            .filter_map(|&(s, e)| Header::decode(&rest.buf[s..e]).ok())
+            .filter(|h| h.cmd() != Some(Command::Cancel))
+            .collect();
+        let mut out = BytesMut::new();
+        let saved = std::mem::replace(&mut self.encrypted_chain, encrypted);
+        let n = todo.len();
+        for (i, mut h) in todo.into_iter().enumerate() {
+            let related = h.is_related();
+            if related {
+                h.session_id = rest.state.chain_session;
+                h.set_tree_id(rest.state.chain_tree);
+            }
+            let last = i + 1 == n;
+            self.finish_reply(
+                &h,
+                error_reply(status),
+                related,
+                last,
+                ReplyKind::Sync,
+                &mut out,
+            );
+        }
+        self.encrypted_chain = saved;
+        if out.is_empty() {
+            return;
+        }
+        let frame = match encrypted {
+            Some(sid) => match self.encrypt_for(sid, &out) {
+                Ok(f) => f,
+                Err(_) => return,
+            },
+            None => out,
+        };
+        self.outbox.push(frame);
     }
 
     /// Builds, signs or encrypts the final response of a pending request and
@@ -764,7 +985,7 @@ impl Connection {
                     Command::OplockBreak if !fixed_body_ok(ctx.msg, &[24, 36]) => {
                         Err(NtStatus::INVALID_PARAMETER)
                     }
-                    Command::OplockBreak => Err(NtStatus::INVALID_OPLOCK_PROTOCOL),
+                    Command::OplockBreak => self.oplock_break(ctx),
                     Command::Negotiate
                     | Command::SessionSetup
                     | Command::Echo
@@ -786,6 +1007,7 @@ impl Connection {
     /// Closes every open and session when the connection ends.
     async fn teardown(&mut self) {
         self.pending.abort_all();
+        self.st.broker.unregister_break_sink(self.conn_id);
         let ids: Vec<u64> = self.opens.keys().copied().collect();
         for id in ids {
             if let Some(open) = self.opens.remove(&id) {

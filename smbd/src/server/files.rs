@@ -3,8 +3,9 @@
 use super::conn::{Connection, Ctx, Reply};
 use super::pending::{AsyncWork, Attempt, Gate, PendingKind};
 use super::state::Share;
-use crate::fsa::broker::FileKey;
+use crate::fsa::broker::{FileKey, Opened};
 use crate::fsa::names;
+use crate::fsa::oplock::{Intent, Level};
 use crate::fsa::types::{access, action, attr, disposition, options, FileMeta};
 use crate::fsa::writetime::{Change, OpenWriteTime};
 use crate::posix::{self, CreateMode, DirMode, OpenRequest};
@@ -285,6 +286,7 @@ impl Connection {
         })?;
 
         let open_id = self.st.next_id();
+        let granted: Level;
         let created = match existing {
             Some(probe) => {
                 let meta = probe.meta.clone();
@@ -343,14 +345,20 @@ impl Connection {
                     ino: meta.ino,
                     stream: 0,
                 };
-                st.broker.open(
+                let intent = self.oplock_intent(&share, req.requested_oplock_level, disp, is_dir);
+                let opened = st.broker.open_with(
                     key,
                     rel.clone(),
                     open_id,
                     want,
                     share_access,
                     opts & options::DELETE_ON_CLOSE != 0,
+                    &intent,
                 )?;
+                let Opened::Granted(level) = opened else {
+                    return Ok(self.wait_for_oplock_break(ctx, key));
+                };
+                granted = level;
                 let read = want & DATA_READ != 0 && !is_dir;
                 let write = want & DATA_WRITE != 0 && !is_dir;
                 let reopen = fs(id2, move || {
@@ -443,14 +451,25 @@ impl Connection {
                     ino: o.meta.ino,
                     stream: 0,
                 };
-                st.broker.open(
+                // A fresh file has no oplocks to break (another client
+                // racing to create it just gets none or level II).
+                let intent = Intent {
+                    may_break: false,
+                    ..self.oplock_intent(&share, req.requested_oplock_level, disp, dir)
+                };
+                let opened = st.broker.open_with(
                     key,
                     rel.clone(),
                     open_id,
                     want,
                     share_access,
                     opts & options::DELETE_ON_CLOSE != 0,
+                    &intent,
                 )?;
+                granted = match opened {
+                    Opened::Granted(level) => level,
+                    Opened::Wait => return Err(NtStatus::SHARING_VIOLATION),
+                };
                 info!(path = %rel.display(), dir, created = o.created, "created");
                 Created {
                     fd: o.fd,
@@ -478,8 +497,11 @@ impl Connection {
             volatile: open_id,
         };
         let ctxs = reply_contexts(&req.contexts, &meta, &identity, tree_ro, share.serial);
+        if granted != Level::NoOplock {
+            debug!(fid = open_id, level = ?granted, "oplock granted");
+        }
         let resp = CreateResponse {
-            oplock_level: 0,
+            oplock_level: granted.wire(),
             flags: 0,
             create_action: created.action,
             creation_time: meta.creation_time,
@@ -666,6 +688,7 @@ impl Connection {
                 .broker
                 .check_io(key, oid, req.offset, data.len() as u64, true)?;
         }
+        self.break_level2_oplocks(key);
         let off = req.offset;
         let n = data.len();
         let hold = self.st.broker.write_time_needs_hold(key);
@@ -717,6 +740,10 @@ impl Connection {
             .locks
             .first()
             .is_some_and(|l| l.flags & LOCKFLAG_UNLOCK != 0);
+        if !unlocking {
+            // Byte-range locks end level II caching (MS-FSA 2.1.4.12).
+            self.break_level2_oplocks(key);
+        }
         let mut taken: Vec<(u64, u64)> = Vec::new();
         for l in &req.locks {
             let f = l.flags;

@@ -10,6 +10,7 @@ pub mod ipc;
 pub mod listen;
 pub mod negotiate;
 pub mod notify;
+pub mod oplock;
 pub mod pending;
 pub mod query;
 pub mod session;

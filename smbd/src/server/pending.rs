@@ -26,6 +26,8 @@ pub const MAX_PENDING: usize = 512;
 pub enum PendingKind {
     ChangeNotify,
     Lock,
+    /// A CREATE waiting for oplock holders to acknowledge their break.
+    OplockBreak,
 }
 
 impl PendingKind {
@@ -34,6 +36,7 @@ impl PendingKind {
         match self {
             PendingKind::ChangeNotify => NtStatus::NOTIFY_CLEANUP,
             PendingKind::Lock => NtStatus::RANGE_NOT_LOCKED,
+            PendingKind::OplockBreak => NtStatus::CANCELLED,
         }
     }
 }
@@ -106,6 +109,10 @@ pub struct AsyncWork {
     /// Volatile FileId of the open the request waits on.
     pub file: Option<u64>,
     pub gate: Gate,
+    /// The request message to run again once the task succeeds (its reply
+    /// is then ignored): for requests that wait for a condition and then
+    /// need the connection's state to finish.
+    pub redo: Option<Vec<u8>>,
     /// Behind a mutex only so that the connection (which may hold this
     /// between a handler and the chain loop) stays `Sync`; never contended.
     fut: Mutex<WorkFuture>,
@@ -122,8 +129,15 @@ impl AsyncWork {
             kind,
             file,
             gate,
+            redo: None,
             fut: Mutex::new(Box::pin(fut)),
         }
+    }
+
+    /// Runs `msg` again when the task succeeds.
+    pub fn redo(mut self, msg: Vec<u8>) -> Self {
+        self.redo = Some(msg);
+        self
     }
 
     /// The future to run as the request's task.
@@ -144,6 +158,10 @@ pub struct Pending {
     pub gate: Gate,
     /// Stops the task once the request was cancelled.
     pub abort: Option<tokio::task::AbortHandle>,
+    /// See [`AsyncWork::redo`].
+    pub redo: Option<Vec<u8>>,
+    /// The rest of the chain this request stopped (it was not the last).
+    pub rest: Option<super::conn::ChainRest>,
 }
 
 /// Pending requests of one connection, by AsyncId.
@@ -232,6 +250,8 @@ mod tests {
             encrypted: None,
             gate: Gate::default(),
             abort: None,
+            redo: None,
+            rest: None,
         });
         id
     }
@@ -293,6 +313,10 @@ mod tests {
         assert_eq!(
             PendingKind::Lock.closed_status(),
             NtStatus::RANGE_NOT_LOCKED
+        );
+        assert_eq!(
+            PendingKind::OplockBreak.closed_status(),
+            NtStatus::CANCELLED
         );
     }
 }

@@ -11,7 +11,7 @@
 use super::conn::{Connection, Ctx, Reply};
 use super::files::{fs, Open};
 use super::state::Share;
-use crate::fsa::broker::FileKey;
+use crate::fsa::broker::{FileKey, Opened};
 use crate::fsa::names::{self, ParsedPath};
 use crate::fsa::streams::{self as rules, StreamEntry};
 use crate::fsa::types::{access, action, attr, disposition, options, FileMeta};
@@ -192,9 +192,19 @@ impl Connection {
             stream: rules::stream_id(Some(&stored)),
         };
         let open_id = self.st.next_id();
-        self.st
-            .broker
-            .open(key, p.rel.clone(), open_id, want, req.share_access, doc)?;
+        let intent = self.oplock_intent(&c.share, req.requested_oplock_level, disp, false);
+        let opened = self.st.broker.open_with(
+            key,
+            p.rel.clone(),
+            open_id,
+            want,
+            req.share_access,
+            doc,
+            &intent,
+        )?;
+        let Opened::Granted(granted) = opened else {
+            return Ok(self.wait_for_oplock_break(ctx, key));
+        };
         let (is_dir, fresh) = (base.is_dir(), p.existing.is_none());
         let (read, write) = (want & DATA_READ != 0, want & DATA_WRITE != 0);
         let (fd0, name) = (p.fd, stored.clone());
@@ -237,7 +247,7 @@ impl Connection {
             volatile: open_id,
         };
         let resp = CreateResponse {
-            oplock_level: 0,
+            oplock_level: granted.wire(),
             flags: 0,
             create_action,
             creation_time: meta.creation_time,
@@ -353,6 +363,7 @@ impl Connection {
                 .broker
                 .check_io(key, fid.volatile, req.offset, data.len() as u64, true)?;
         }
+        self.break_level2_oplocks(key);
         let (off, n) = (req.offset, data.len());
         let end = fs(id, move || {
             let mut content = posix::streams::read(fd.as_fd(), &name)?.unwrap_or_default();

@@ -1,0 +1,309 @@
+//! SMB2 oplocks on the connection side: the oplock a CREATE asks for, the
+//! wait of a CREATE behind an oplock break (MS-SMB2 3.3.5.9: it goes async
+//! and is run again once the holders answered), break notifications
+//! (3.3.4.6) and acknowledgments (3.3.5.22.1). The rules are in
+//! `fsa::oplock`, the state in the broker.
+
+use super::conn::{error_reply, Connection, Ctx, Reply};
+use super::pending::{AsyncWork, Attempt, Gate, PendingKind};
+use super::state::Share;
+use crate::fsa::broker::{Broker, FileKey};
+use crate::fsa::oplock::{BreakNotice, Intent, Level};
+use crate::wire::header::FLAGS_SERVER_TO_REDIR;
+use crate::wire::oplock::{BreakAck, OplockBreak};
+use crate::wire::{Command, Header, NtStatus, HEADER_LEN};
+use bytes::BytesMut;
+use std::time::Duration;
+use tracing::{debug, warn};
+
+/// MessageId of an unsolicited notification (MS-SMB2 2.2.1.2).
+const NOTIFICATION_MESSAGE_ID: u64 = u64::MAX;
+
+impl Connection {
+    /// What a CREATE asks for, with the share's oplock options.
+    pub fn oplock_intent(
+        &self,
+        share: &Share,
+        requested: u8,
+        disposition: u32,
+        is_dir: bool,
+    ) -> Intent {
+        let (oplocks, level2) = share.conf.as_ref().map_or((false, false), |c| {
+            (c.oplocks, c.oplocks && c.level2_oplocks)
+        });
+        Intent {
+            owner: self.conn_id,
+            requested: Level::from_wire(requested),
+            disposition,
+            is_dir,
+            oplocks,
+            level2,
+            break_timeout: Duration::from_secs(u64::from(
+                self.st.config.global.oplock_break_timeout,
+            )),
+            may_break: true,
+        }
+    }
+
+    /// The CREATE cannot finish before oplock holders of `key` answer their
+    /// break: it goes async and this request is run again afterwards.
+    pub fn wait_for_oplock_break(&mut self, ctx: &Ctx<'_>, key: FileKey) -> Reply {
+        let st = self.st.clone();
+        let gate = Gate::default();
+        let g = gate.clone();
+        debug!(?key, "create waits for an oplock break");
+        self.async_work = Some(
+            AsyncWork::new(PendingKind::OplockBreak, None, gate, async move {
+                wait_for_breaks(&st.broker, key).await;
+                match g.attempt(|| Some(())) {
+                    Attempt::Cancelled => Err(NtStatus::CANCELLED),
+                    _ => Ok(error_reply(NtStatus::PENDING)),
+                }
+            })
+            .redo(ctx.msg.to_vec()),
+        );
+        error_reply(NtStatus::PENDING)
+    }
+
+    /// OPLOCK_BREAK request: an oplock break acknowledgment (3.3.5.22.1).
+    pub fn oplock_break(&mut self, ctx: &mut Ctx<'_>) -> Result<Reply, NtStatus> {
+        let ack = match BreakAck::decode(ctx.msg) {
+            Ok(BreakAck::Oplock(a)) => a,
+            // Leases are never granted, so there is no lease break to answer.
+            Ok(BreakAck::Lease(_)) => return Err(NtStatus::INVALID_OPLOCK_PROTOCOL),
+            Err(_) => return Err(NtStatus::INVALID_PARAMETER),
+        };
+        let fid = ctx.fid(ack.file_id);
+        let open = self.open_mut(ctx, fid)?;
+        let (key, oid) = (open.key, open.fid.volatile);
+        ctx.related_fid = Some(fid);
+        let level = self
+            .st
+            .broker
+            .oplock_ack(key, oid, ack.oplock_level)
+            .inspect_err(|s| debug!(fid = oid, level = ack.oplock_level, ?s, "bad oplock ack"))?;
+        debug!(fid = oid, ?level, "oplock break acknowledged");
+        let mut b = Reply::buf();
+        OplockBreak {
+            oplock_level: level.wire(),
+            file_id: fid,
+        }
+        .encode(&mut b);
+        Reply::ok(b)
+    }
+
+    /// Data of an open's stream changes: level II holders lose their oplock.
+    pub fn break_level2_oplocks(&self, key: FileKey) {
+        self.st.broker.oplock_break_level2(key);
+    }
+
+    /// Queues an Oplock Break Notification for one of this connection's
+    /// opens (MS-SMB2 3.3.4.6): unsolicited, MessageId all ones, SessionId 0,
+    /// not signed; encrypted when the open's session or tree encrypts.
+    pub fn send_oplock_break(&mut self, n: BreakNotice) {
+        let Some(open) = self.opens.get(&n.open_id) else {
+            debug!(open = n.open_id, "break for an open already closed");
+            return;
+        };
+        let (fid, sid, tid) = (open.fid, open.session_id, open.tree_id);
+        let encrypt = self.neg.cipher.is_some()
+            && self
+                .sessions
+                .get(&sid)
+                .is_some_and(|s| s.encrypt_data || s.trees.get(&tid).is_some_and(|t| t.encrypt));
+        let h = Header {
+            command: Command::OplockBreak as u16,
+            flags: FLAGS_SERVER_TO_REDIR,
+            message_id: NOTIFICATION_MESSAGE_ID,
+            ..Header::default()
+        };
+        let mut buf = BytesMut::with_capacity(HEADER_LEN + 24);
+        h.encode(&mut buf);
+        OplockBreak {
+            oplock_level: n.to.wire(),
+            file_id: fid,
+        }
+        .encode(&mut buf);
+        let frame = if encrypt {
+            match self.encrypt_for(sid, &buf) {
+                Ok(f) => f,
+                Err(e) => {
+                    warn!(error = %e, "oplock break notification dropped");
+                    return;
+                }
+            }
+        } else {
+            buf
+        };
+        debug!(fid = fid.volatile, to = ?n.to, "oplock break sent");
+        self.outbox.push(frame);
+    }
+}
+
+/// Waits until no break of `key` is outstanding: each acknowledgment, close
+/// or timeout wakes the waiter, which completes timed-out breaks itself.
+async fn wait_for_breaks(broker: &Broker, key: FileKey) {
+    loop {
+        let Some(changed) = broker.oplock_changed(key) else {
+            return;
+        };
+        let notified = changed.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let Some(deadline) = broker.oplock_deadline(key) else {
+            return;
+        };
+        tokio::select! {
+            () = notified => {}
+            () = tokio::time::sleep_until(deadline.into()) => broker.oplock_expire(key),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fsa::broker::Opened;
+    use crate::fsa::types::{access, share};
+    use std::sync::Arc;
+    use tokio::sync::mpsc;
+
+    const K: FileKey = FileKey {
+        dev: 3,
+        ino: 4,
+        stream: 0,
+    };
+    const RW: u32 = access::FILE_READ_DATA | access::FILE_WRITE_DATA;
+
+    fn intent(owner: u64, requested: Level, timeout: Duration) -> Intent {
+        Intent {
+            owner,
+            requested,
+            oplocks: true,
+            level2: true,
+            may_break: true,
+            break_timeout: timeout,
+            ..Intent::none()
+        }
+    }
+
+    /// A batch holder on owner 1 and a conflicting open from owner 2 that
+    /// has to wait; returns the broker and the holder's break queue.
+    fn contended(timeout: Duration) -> (Arc<Broker>, mpsc::UnboundedReceiver<BreakNotice>) {
+        let b = Arc::new(Broker::new());
+        let (tx, rx) = mpsc::unbounded_channel();
+        b.register_break_sink(1, tx);
+        let first = intent(1, Level::Batch, timeout);
+        assert_eq!(
+            b.open_with(K, "f".into(), 10, RW, share::ALL, false, &first),
+            Ok(Opened::Granted(Level::Batch))
+        );
+        let second = intent(2, Level::Batch, timeout);
+        assert_eq!(
+            b.open_with(K, "f".into(), 11, RW, share::ALL, false, &second),
+            Ok(Opened::Wait)
+        );
+        (b, rx)
+    }
+
+    #[tokio::test]
+    async fn acknowledgment_releases_the_waiting_open() {
+        let (b, mut rx) = contended(Duration::from_secs(30));
+        assert_eq!(
+            rx.try_recv(),
+            Ok(BreakNotice {
+                owner: 1,
+                open_id: 10,
+                to: Level::LevelII
+            })
+        );
+        let waiter = tokio::spawn({
+            let b = b.clone();
+            async move { wait_for_breaks(&b, K).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "must wait for the holder");
+        assert_eq!(b.oplock_ack(K, 10, 0x01), Ok(Level::LevelII));
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("the acknowledgment must wake the waiter")
+            .unwrap();
+        // Run again, the open gets level II next to the holder's level II.
+        let second = intent(2, Level::Batch, Duration::from_secs(30));
+        assert_eq!(
+            b.open_with(K, "f".into(), 11, RW, share::ALL, false, &second),
+            Ok(Opened::Granted(Level::LevelII))
+        );
+        // A second acknowledgment is a protocol error.
+        assert_eq!(
+            b.oplock_ack(K, 10, 0x01),
+            Err(NtStatus::INVALID_OPLOCK_PROTOCOL)
+        );
+        // A write breaks both level II oplocks to none, nobody waits.
+        let (tx2, mut rx2) = mpsc::unbounded_channel();
+        b.register_break_sink(2, tx2);
+        assert_eq!(b.oplock_break_level2(K), 2);
+        assert_eq!(rx.try_recv().map(|n| n.to), Ok(Level::NoOplock));
+        assert_eq!(rx2.try_recv().map(|n| n.to), Ok(Level::NoOplock));
+        assert_eq!(b.oplock_level(K, 10), Level::NoOplock);
+    }
+
+    #[tokio::test]
+    async fn closing_the_holder_releases_the_waiting_open() {
+        let (b, _rx) = contended(Duration::from_secs(30));
+        let waiter = tokio::spawn({
+            let b = b.clone();
+            async move { wait_for_breaks(&b, K).await }
+        });
+        tokio::task::yield_now().await;
+        b.close(K, 10);
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("closing the holder must wake the waiter")
+            .unwrap();
+        let second = intent(2, Level::Batch, Duration::from_secs(30));
+        assert_eq!(
+            b.open_with(K, "f".into(), 11, RW, share::ALL, false, &second),
+            Ok(Opened::Granted(Level::Batch))
+        );
+    }
+
+    #[tokio::test]
+    async fn unanswered_break_times_out() {
+        let (b, _rx) = contended(Duration::from_millis(50));
+        tokio::time::timeout(Duration::from_secs(5), wait_for_breaks(&b, K))
+            .await
+            .expect("the break must time out");
+        assert_eq!(b.oplock_level(K, 10), Level::NoOplock);
+        assert_eq!(
+            b.oplock_ack(K, 10, 0x01),
+            Err(NtStatus::INVALID_OPLOCK_PROTOCOL),
+            "a late acknowledgment has nothing to acknowledge"
+        );
+    }
+
+    #[tokio::test]
+    async fn sharing_violation_waits_for_batch_then_fails() {
+        let b = Broker::new();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        b.register_break_sink(1, tx);
+        let t = Duration::from_secs(30);
+        assert_eq!(
+            b.open_with(K, "f".into(), 10, RW, 0, false, &intent(1, Level::Batch, t)),
+            Ok(Opened::Granted(Level::Batch))
+        );
+        let other = intent(2, Level::NoOplock, t);
+        assert_eq!(
+            b.open_with(K, "f".into(), 11, RW, share::ALL, false, &other),
+            Ok(Opened::Wait)
+        );
+        assert_eq!(rx.try_recv().map(|n| n.to), Ok(Level::LevelII));
+        assert_eq!(b.oplock_ack(K, 10, 0x01), Ok(Level::LevelII));
+        wait_for_breaks(&b, K).await;
+        assert_eq!(
+            b.open_with(K, "f".into(), 11, RW, share::ALL, false, &other),
+            Err(NtStatus::SHARING_VIOLATION)
+        );
+        assert!(rx.try_recv().is_err(), "no second break");
+    }
+}
