@@ -185,3 +185,34 @@ fn missing_config_falls_back_to_default() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("built-in default"), "{}", stderr(&o));
 }
+
+/// `kernel probe` tries each feature on every share's file system; this
+/// machine's kernel (5.x+, tmp on a local fs) has leases and OFD locks.
+#[test]
+fn kernel_probe_reports_each_share() {
+    let dir = tempfile::tempdir().unwrap();
+    let share = dir.path().join("share");
+    std::fs::create_dir(&share).unwrap();
+    let conf = dir.path().join("smb.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[global]\n\tstate directory = {}\n\n[data]\n\tpath = {}\n",
+            dir.path().join("state").display(),
+            share.display()
+        ),
+    )
+    .unwrap();
+    let o = ctl(&conf, &["kernel", "probe", "--json"], None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("\"share\":\"data\""), "{out}");
+    assert!(out.contains("\"leases\":true"), "{out}");
+    assert!(out.contains("\"ofd_locks\":true"), "{out}");
+    assert!(out.contains("\"lease_break_time_s\":"), "{out}");
+    // the scratch file is gone
+    assert_eq!(std::fs::read_dir(&share).unwrap().count(), 0);
+    let o = ctl(&conf, &["kernel", "probe"], None);
+    assert!(o.status.success());
+    assert!(stdout(&o).contains("lease-break-time"), "{}", stdout(&o));
+}

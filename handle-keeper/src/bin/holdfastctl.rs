@@ -28,6 +28,20 @@ enum Command {
     User(UserCmd),
     /// List, show and evict handles kept by holdfast-keeper.
     Handles(HandlesArgs),
+    /// What the running kernel supports.
+    #[command(subcommand)]
+    Kernel(KernelCmd),
+}
+
+#[derive(Subcommand)]
+enum KernelCmd {
+    /// Try leases, OFD locks, open_by_handle_at and F_SETDELEG on each
+    /// share's file system (a scratch file is created and removed there).
+    Probe {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -128,7 +142,93 @@ fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
         Command::User(cmd) => run_user(&cli.config, cmd),
         Command::Handles(args) => handles::run(args),
+        Command::Kernel(KernelCmd::Probe { json }) => kernel_probe(&cli.config, json),
     }
+}
+
+/// Our SMB break timeout (35 s, MS-SMB2) must be shorter than the time a
+/// local opener waits for a lease holder, or local opens fail first.
+const SMB_BREAK_TIMEOUT_S: u32 = 35;
+
+fn kernel_probe(config: &Path, json: bool) -> Result<(), String> {
+    let cfg = load_config(config)?;
+    let lbt = kmod_interface::probe::lease_break_time();
+    let mut shares = Vec::new();
+    for sc in &cfg.shares {
+        shares.push((
+            sc.name.clone(),
+            sc.path.clone(),
+            kmod_interface::probe::probe(&sc.path),
+        ));
+    }
+    let release = shares
+        .first()
+        .map(|s| s.2.kernel_release.clone())
+        .unwrap_or_else(|| {
+            nix::sys::utsname::uname()
+                .map(|u| u.release().to_string_lossy().into_owned())
+                .unwrap_or_default()
+        });
+    let device = std::path::Path::new("/dev/holdfast-ofd").exists();
+    if json {
+        let items: Vec<String> = shares
+            .iter()
+            .map(|(n, p, r)| {
+                format!(
+                    "{{\"share\":{},\"path\":{},\"openat2\":{},\"leases\":{},\"ofd_locks\":{},\"open_by_handle_at\":{},\"f_setdeleg\":{}}}",
+                    json_str(n),
+                    json_str(&p.display().to_string()),
+                    r.openat2,
+                    r.leases,
+                    r.ofd_locks,
+                    r.file_handles,
+                    r.f_setdeleg
+                )
+            })
+            .collect();
+        println!(
+            "{{\"kernel\":{},\"lease_break_time_s\":{},\"smb_break_timeout_s\":{},\"holdfast_ofd_device\":{},\"shares\":[{}]}}",
+            json_str(&release),
+            lbt.map(|v| v.to_string()).unwrap_or_else(|| "null".into()),
+            SMB_BREAK_TIMEOUT_S,
+            device,
+            items.join(",")
+        );
+        return Ok(());
+    }
+    let yn = |b: bool| if b { "yes" } else { "no" };
+    println!("kernel                {release}");
+    match lbt {
+        Some(v) if v > SMB_BREAK_TIMEOUT_S => println!(
+            "lease-break-time      {v} s (longer than the {SMB_BREAK_TIMEOUT_S} s SMB break timeout: ok)"
+        ),
+        Some(v) => println!(
+            "lease-break-time      {v} s (WARNING: not longer than the {SMB_BREAK_TIMEOUT_S} s SMB break timeout; local opens would break SMB clients' leases before they can answer)"
+        ),
+        None => println!("lease-break-time      unknown (/proc/sys/fs/lease-break-time unreadable)"),
+    }
+    println!(
+        "/dev/holdfast-ofd     {} (docs/kernel-interface.md part B)",
+        yn(device)
+    );
+    println!();
+    println!(
+        "{:<12} {:<8} {:<7} {:<10} {:<18} {:<11} path",
+        "share", "openat2", "leases", "ofd locks", "open_by_handle_at", "F_SETDELEG"
+    );
+    for (n, p, r) in &shares {
+        println!(
+            "{:<12} {:<8} {:<7} {:<10} {:<18} {:<11} {}",
+            n,
+            yn(r.openat2),
+            yn(r.leases),
+            yn(r.ofd_locks),
+            yn(r.file_handles),
+            yn(r.f_setdeleg),
+            p.display()
+        );
+    }
+    Ok(())
 }
 
 fn run_user(config: &Path, cmd: UserCmd) -> Result<(), String> {
