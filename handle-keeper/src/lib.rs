@@ -1,18 +1,20 @@
 //! Holdfast handle keeper: holds the open file descriptions of durable and
 //! persistent SMB opens so they survive smbd worker crashes and restarts.
 //!
-//! `proto` is the wire format (docs/keeper-protocol.md), `client` what smbd
-//! and holdfastctl call, `keeper`/`server`/`store`/`sysd` the daemon itself.
+//! `proto` (the wire format, docs/keeper-protocol.md) and `client` (what smbd
+//! and holdfastctl call) live in the `holdfast-keeper-proto` crate and are
+//! re-exported here; `keeper`/`server`/`store`/`sysd` are the daemon itself.
 
 #![forbid(unsafe_code)]
 
-pub mod client;
 pub mod keeper;
 pub mod kinfo;
-pub mod proto;
 pub mod server;
 pub mod store;
 pub mod sysd;
 
-pub use client::{Client, ClientError, DEFAULT_SOCKET};
-pub use proto::{DurableKind, Entry, ErrorCode, FetchRequest, HandleState, Record};
+pub use holdfast_keeper_proto::{client, proto};
+pub use holdfast_keeper_proto::{
+    Client, ClientError, DurableKind, Entry, ErrorCode, FetchRequest, HandleState, Record,
+    DEFAULT_SOCKET,
+};

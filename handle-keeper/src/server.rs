@@ -1,16 +1,17 @@
 //! The keeper's socket side: accept, check SO_PEERCRED, exchange Hello, then
 //! feed requests to the `Keeper` and send its replies (with fds) back.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio_seqpacket::ancillary::{AncillaryMessageWriter, OwnedAncillaryMessage};
+use tokio_seqpacket::ancillary::AncillaryMessageWriter;
 use tokio_seqpacket::{UnixSeqpacket, UnixSeqpacketListener};
 use tracing::{debug, info, warn};
 
 use crate::keeper::{now_ms, Keeper, Peer, Policy, Reply};
 use crate::proto::{self, ErrorCode, Request, Response, MAX_MESSAGE};
+pub use holdfast_keeper_proto::recv_message;
 
 pub type Shared = Arc<Mutex<Keeper>>;
 
@@ -19,9 +20,6 @@ pub type Shared = Arc<Mutex<Keeper>>;
 pub fn lock(keeper: &Shared) -> std::sync::MutexGuard<'_, Keeper> {
     keeper.lock().unwrap_or_else(|p| p.into_inner())
 }
-
-/// Room for a few fds: a peer sending more gets BadMessage.
-const ANCILLARY_LEN: usize = 128;
 
 async fn send(sock: &UnixSeqpacket, request_id: u32, (resp, fd): &Reply) -> std::io::Result<()> {
     let buf = resp.encode(request_id);
@@ -38,33 +36,6 @@ async fn send(sock: &UnixSeqpacket, request_id: u32, (resp, fd): &Reply) -> std:
         }
     }
     Ok(())
-}
-
-/// Receives one message and the fds that came with it. `Ok(None)` at EOF.
-/// Returns `Err(reason)` text for a message the kernel had to cut.
-pub async fn recv_message(
-    sock: &UnixSeqpacket,
-    buf: &mut [u8],
-) -> std::io::Result<Option<(usize, Vec<OwnedFd>, Option<&'static str>)>> {
-    let mut anc = [0u8; ANCILLARY_LEN];
-    let (info, reader) = sock.recv_with_ancillary(buf, &mut anc).await?;
-    let mut fds = Vec::new();
-    for m in reader.into_messages() {
-        if let OwnedAncillaryMessage::FileDescriptors(f) = m {
-            fds.extend(f);
-        }
-    }
-    if info.bytes_read() == 0 && fds.is_empty() {
-        return Ok(None);
-    }
-    let problem = if info.truncated() {
-        Some("message too long")
-    } else if info.ancillary_truncated() {
-        Some("too many fds attached")
-    } else {
-        None
-    };
-    Ok(Some((info.bytes_read(), fds, problem)))
 }
 
 async fn serve_conn(keeper: Shared, policy: Arc<Policy>, sock: UnixSeqpacket, conn: u64) {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use holdfast_keeper::DEFAULT_SOCKET;
+use holdfast_keeper_proto::DEFAULT_SOCKET;
 use holdfast_smbd::config::{self, Config};
 use holdfast_smbd::userdb::{self, UserDb, UserRecord};
 
@@ -341,8 +341,8 @@ fn json_str(s: &str) -> String {
 
 mod handles {
     use super::{json_str, utc_time, HandlesArgs, HandlesCmd};
-    use holdfast_keeper::proto::{guid_string, Entry, Guid};
-    use holdfast_keeper::{Client, ClientError, ErrorCode, HandleState};
+    use holdfast_keeper_proto::proto::{guid_string, Entry, Guid};
+    use holdfast_keeper_proto::{Client, ClientError, ErrorCode, HandleState};
 
     pub fn run(args: HandlesArgs) -> Result<(), String> {
         let rt = tokio::runtime::Builder::new_current_thread()

@@ -10,7 +10,7 @@ use tokio_seqpacket::UnixSeqpacket;
 use crate::proto::{
     self, DecodeError, Entry, ErrorCode, FetchRequest, Record, Request, Response, MAX_MESSAGE,
 };
-use crate::server::recv_message;
+use crate::recv_message;
 
 /// The socket the keeper listens on unless told otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/holdfast/keeper.sock";
