@@ -332,10 +332,15 @@ impl Keeper {
             info!(id, peer_pid = peer.pid, why, "fetch refused; record kept");
             err(code, format!("kept handle {id}: {why}"))
         };
-        if r.kind.is_v2() != f.kind.is_v2() {
+        // DHnC (kind 1) may reclaim a v2 handle too (MS-SMB2 3.3.5.9.7 does
+        // not look at the CreateGuid; smbtorture durable-v2-open.reopen2b),
+        // but not a persistent one; DH2C only reclaims v2 handles.
+        let v1_ok = f.kind == crate::proto::DurableKind::V1
+            && r.kind != crate::proto::DurableKind::Persistent;
+        if !v1_ok && r.kind.is_v2() != f.kind.is_v2() {
             return refuse(ErrorCode::NotFound, "durable version differs");
         }
-        if r.kind.is_v2() {
+        if f.kind.is_v2() {
             if (r.kind == crate::proto::DurableKind::Persistent)
                 != (f.kind == crate::proto::DurableKind::Persistent)
             {
@@ -630,12 +635,11 @@ mod tests {
             code(&k.handle(peer(2), Request::Fetch(bad), vec![])),
             Some(ErrorCode::NotFound)
         );
-        let mut bad = fetch_for(&r);
-        bad.kind = DurableKind::V1;
-        assert_eq!(
-            code(&k.handle(peer(2), Request::Fetch(bad), vec![])),
-            Some(ErrorCode::NotFound)
-        );
+        // DHnC may reclaim a v2 handle (no CreateGuid to compare).
+        let mut v1 = fetch_for(&r);
+        v1.kind = DurableKind::V1;
+        v1.create_guid = [0; 16];
+        assert!(code(&k.handle(peer(2), Request::Fetch(v1), vec![])).is_none());
         let mut bad = fetch_for(&r);
         bad.kind = DurableKind::Persistent;
         assert_eq!(

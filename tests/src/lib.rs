@@ -281,6 +281,7 @@ pub struct Server {
     pub external: bool,
     child: Option<Child>,
     log: Option<PathBuf>,
+    conf: Option<PathBuf>,
     _base: Option<tempfile::TempDir>,
 }
 
@@ -388,6 +389,7 @@ impl Server {
             external: false,
             child: Some(child),
             log: Some(log),
+            conf: Some(conf),
             _base: Some(base),
         };
         srv.wait_ready(Duration::from_secs(20));
@@ -414,6 +416,7 @@ impl Server {
             external: true,
             child: None,
             log: None,
+            conf: None,
             _base: None,
         };
         assert!(
@@ -447,6 +450,34 @@ impl Server {
             }
             thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Adds another SMB user mapped to a Unix user (created if missing);
+    /// returns its password. None for an external server.
+    pub fn add_user(&self, smb_user: &str, unix_user: &str) -> Option<String> {
+        let conf = self.conf.as_ref()?;
+        ensure_unix_user(unix_user);
+        let password = random_name(20);
+        let add = run_with_timeout(
+            Command::new(bin_dir().join("holdfastctl"))
+                .arg("--config")
+                .arg(conf)
+                .args([
+                    "user",
+                    "add",
+                    smb_user,
+                    "--unix-user",
+                    unix_user,
+                    "--password-stdin",
+                ]),
+            Some(format!("{password}\n").as_bytes()),
+            Duration::from_secs(30),
+        );
+        assert!(
+            add.success(),
+            "holdfastctl user add {smb_user} failed:\n{add}"
+        );
+        Some(password)
     }
 
     /// Pid of the private server (the supervisor when it runs workers).

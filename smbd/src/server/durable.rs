@@ -40,6 +40,10 @@ pub struct Durable {
     pub client_guid: [u8; 16],
     /// How long the open is kept once disconnected.
     pub timeout: Duration,
+    /// ShareAccess of the open (for the keeper's record).
+    pub share_access: u32,
+    /// The handle keeper's record of this open, once deposited.
+    pub keeper_id: Option<u64>,
 }
 
 /// What the durable create contexts of a CREATE ask for.
@@ -168,6 +172,11 @@ impl DurableTable {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Whether `id` is a disconnected open of this process.
+    pub fn contains(&self, id: u64) -> bool {
+        self.lock().contains_key(&id)
     }
 
     /// Takes a disconnected open out of the table.

@@ -168,8 +168,14 @@ impl Connection {
         for id in ids {
             if let Some(o) = self.opens.remove(&id) {
                 self.end_pending_on_file(id);
-                if let Err(o) = super::durable::disconnect(&self.st, o) {
-                    self.close_open(*o).await;
+                let kept = o.durable.as_ref().and_then(|d| d.keeper_id);
+                match super::durable::disconnect(&self.st, o) {
+                    Ok(()) => {
+                        if let (Some(kid), Some(k)) = (kept, self.st.keeper.as_ref()) {
+                            k.disconnect(kid).await;
+                        }
+                    }
+                    Err(o) => self.close_open(*o).await,
                 }
             }
         }
@@ -507,7 +513,7 @@ impl Connection {
         if granted != Level::NoOplock {
             debug!(fid = open_id, level = ?granted, "oplock granted");
         }
-        let durable = self.grant_durable(ask, &share, granted, meta.is_dir());
+        let mut durable = self.grant_durable(ask, &share, granted, meta.is_dir(), share_access);
         if let Some(d) = &durable {
             debug!(
                 fid = open_id,
@@ -539,6 +545,11 @@ impl Connection {
             file_id: fid,
             contexts: ctxs,
         };
+        let fd = Arc::new(created.fd);
+        if let (Some(d), Some(k)) = (durable.as_mut(), self.st.keeper.as_ref()) {
+            let rec = keeper_record(d, fid, created.access, &user, &share, &rel, &self.peer);
+            d.keeper_id = k.deposit(&rec, fd.as_fd()).await;
+        }
         self.opens.insert(
             open_id,
             Open {
@@ -546,7 +557,7 @@ impl Connection {
                 session_id: ctx.hdr.session_id,
                 tree_id,
                 share,
-                fd: Arc::new(created.fd),
+                fd,
                 key,
                 path: rel,
                 smb_name: req.name.clone(),
@@ -583,6 +594,7 @@ impl Connection {
         share: &Share,
         granted: Level,
         is_dir: bool,
+        share_access: u32,
     ) -> Option<durable::Durable> {
         let create_guid = match ask {
             Ask::V1 => [0; 16],
@@ -602,6 +614,8 @@ impl Connection {
             create_guid,
             client_guid: self.neg.client_guid,
             timeout: durable::granted_timeout(ask, g.durable_timeout, g.durable_max_timeout),
+            share_access,
+            keeper_id: None,
         })
     }
 
@@ -628,6 +642,11 @@ impl Connection {
             .ok_or(NtStatus::USER_SESSION_DELETED)?;
         let lease =
             CreateContext::find(&req.contexts, crate::wire::create::ctx::REQUEST_LEASE).is_some();
+        if !self.st.durable.contains(file_id.persistent) && self.st.keeper.is_some() {
+            return self
+                .keeper_reconnect(ctx, req, ask, file_id, &share, tree_ro, tree_id, &user)
+                .await;
+        }
         let (mut open, level) = durable::reclaim(&self.st, file_id.persistent, self.conn_id, |o| {
             durable::check_reconnect(o, ask, user.identity.uid, &share.name, lease)
         })
@@ -636,6 +655,12 @@ impl Connection {
         })?;
         open.session_id = ctx.hdr.session_id;
         open.tree_id = tree_id;
+        if let (Some(kid), Some(k)) = (
+            open.durable.as_ref().and_then(|d| d.keeper_id),
+            self.st.keeper.as_ref(),
+        ) {
+            k.reconnected(kid).await;
+        }
         let fd = open.fd.clone();
         let mut meta = match fs(open.identity.clone(), move || posix::stat(fd.as_fd())).await {
             Ok(m) => m,
@@ -669,6 +694,151 @@ impl Connection {
             contexts: reply_contexts(&req.contexts, &meta, &open.identity, tree_ro, share.serial),
         };
         self.opens.insert(fid.volatile, open);
+        ctx.related_fid = Some(fid);
+        let mut b = Reply::buf();
+        resp.encode(&mut b);
+        Reply::ok(b)
+    }
+
+    /// A reconnect for an open this process does not know: the worker that
+    /// had it died (or smbd restarted). The keeper checks the bindings and
+    /// hands back the very open file description; the open is rebuilt around
+    /// it and registered with the broker again. If another open of the file
+    /// exists by now, it would have purged the handle: it is purged now.
+    #[allow(clippy::too_many_arguments)]
+    async fn keeper_reconnect(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        req: &CreateRequest,
+        ask: Ask,
+        file_id: FileId,
+        share: &Arc<Share>,
+        tree_ro: bool,
+        tree_id: u32,
+        user: &super::session::User,
+    ) -> Result<Reply, NtStatus> {
+        use holdfast_keeper_proto::{DurableKind, ErrorCode, FetchRequest};
+        let Some(keeper) = self.st.keeper.as_ref() else {
+            return Err(NtStatus::OBJECT_NAME_NOT_FOUND);
+        };
+        if CreateContext::find(&req.contexts, crate::wire::create::ctx::REQUEST_LEASE).is_some() {
+            return Err(NtStatus::OBJECT_NAME_NOT_FOUND);
+        }
+        let (kind, create_guid) = match ask {
+            Ask::ReconnectV2 { create_guid, .. } => (DurableKind::V2, create_guid),
+            _ => (DurableKind::V1, [0; 16]),
+        };
+        let fetch = FetchRequest {
+            kind,
+            persistent_file_id: file_id.persistent,
+            client_guid: self.neg.client_guid,
+            create_guid,
+            lease_key: None,
+            uid: user.identity.uid,
+            user_name: user.name.clone(),
+        };
+        let (rec, fd) = keeper.fetch(&fetch).await.map_err(|e| {
+            info!(fid = file_id.persistent, user = %user.name, error = %e, "keeper refused the durable reconnect");
+            match e.code() {
+                Some(ErrorCode::UserMismatch | ErrorCode::NotAllowed) => NtStatus::ACCESS_DENIED,
+                _ => NtStatus::OBJECT_NAME_NOT_FOUND,
+            }
+        })?;
+        let open_id = rec.persistent_file_id;
+        if !rec.share.eq_ignore_ascii_case(&share.name)
+            || open_id != file_id.persistent
+            || self.opens.contains_key(&open_id)
+        {
+            info!(fid = open_id, share = %rec.share, "kept handle is for another share or FileId in use");
+            return Err(NtStatus::OBJECT_NAME_NOT_FOUND);
+        }
+        let fd = Arc::new(fd);
+        let f2 = fd.clone();
+        let mut meta = fs(user.identity.clone(), move || posix::stat(f2.as_fd())).await?;
+        let key = FileKey {
+            dev: meta.dev,
+            ino: meta.ino,
+            stream: 0,
+        };
+        let path = PathBuf::from(&rec.path);
+        let intent = Intent {
+            may_break: false,
+            ..self.oplock_intent(share, Level::Batch.wire(), disposition::OPEN, false)
+        };
+        let opened = self.st.broker.open_with(
+            key,
+            path.clone(),
+            open_id,
+            rec.desired_access,
+            rec.share_access,
+            false,
+            &intent,
+        );
+        match opened {
+            Ok(Opened::Granted(Level::Batch)) => {}
+            other => {
+                if matches!(other, Ok(Opened::Granted(_))) {
+                    self.st.broker.close(key, open_id);
+                }
+                info!(fid = open_id, path = %rec.path, "the file was opened since the worker died; kept handle purged");
+                keeper
+                    .purge(rec.id, "the file was opened while the handle had no worker")
+                    .await;
+                return Err(NtStatus::OBJECT_NAME_NOT_FOUND);
+            }
+        }
+        keeper.reconnected(rec.id).await;
+        if let Some(t) = self.st.broker.write_time(key) {
+            meta.last_write_time = t;
+        }
+        let fid = FileId {
+            persistent: open_id,
+            volatile: open_id,
+        };
+        info!(fid = open_id, path = %rec.path, user = %user.name, keeper_id = rec.id, "durable open rebuilt from the handle keeper");
+        let resp = CreateResponse {
+            oplock_level: Level::Batch.wire(),
+            flags: 0,
+            create_action: action::OPENED,
+            creation_time: meta.creation_time,
+            last_access_time: meta.last_access_time,
+            last_write_time: meta.last_write_time,
+            change_time: meta.change_time,
+            allocation_size: meta.allocation,
+            end_of_file: meta.size,
+            file_attributes: meta.attributes,
+            file_id: fid,
+            contexts: reply_contexts(&req.contexts, &meta, &user.identity, tree_ro, share.serial),
+        };
+        self.opens.insert(
+            open_id,
+            Open {
+                fid,
+                session_id: ctx.hdr.session_id,
+                tree_id,
+                share: share.clone(),
+                fd,
+                key,
+                path,
+                smb_name: rec.path.replace('/', "\\"),
+                is_dir: false,
+                access: rec.desired_access,
+                identity: user.identity.clone(),
+                position: 0,
+                mode: 0,
+                dir: None,
+                write_time: OpenWriteTime::default(),
+                stream: None,
+                durable: Some(durable::Durable {
+                    v2: rec.kind.is_v2(),
+                    create_guid: rec.create_guid,
+                    client_guid: rec.client_guid,
+                    timeout: std::time::Duration::from_millis(u64::from(rec.timeout_ms)),
+                    share_access: rec.share_access,
+                    keeper_id: Some(rec.id),
+                }),
+            },
+        );
         ctx.related_fid = Some(fid);
         let mut b = Reply::buf();
         resp.encode(&mut b);
@@ -1045,6 +1215,12 @@ impl Connection {
 /// durable one),, stores a held LastWriteTime on the
 /// last close and performs a pending delete.
 pub async fn close_open_in(st: &ServerState, mut open: Open) {
+    if let (Some(kid), Some(k)) = (
+        open.durable.as_ref().and_then(|d| d.keeper_id),
+        st.keeper.as_ref(),
+    ) {
+        k.close(kid).await;
+    }
     st.broker.write_time_close(open.key, &mut open.write_time);
     let outcome = st.broker.close(open.key, open.fid.volatile);
     if let (Some(t), None) = (outcome.write_time, outcome.delete.as_ref()) {
@@ -1082,6 +1258,46 @@ pub async fn close_open_in(st: &ServerState, mut open: Open) {
         }
     }
     debug!(fid = open.fid.volatile, "closed");
+}
+
+/// The keeper's record of a durable open being granted.
+fn keeper_record(
+    d: &durable::Durable,
+    fid: FileId,
+    access: u32,
+    user: &super::session::User,
+    share: &Share,
+    path: &std::path::Path,
+    peer: &std::net::SocketAddr,
+) -> holdfast_keeper_proto::Record {
+    use holdfast_keeper_proto::{DurableKind, HandleState, Record};
+    Record {
+        id: 0,
+        kind: if d.v2 {
+            DurableKind::V2
+        } else {
+            DurableKind::V1
+        },
+        state: HandleState::Connected,
+        client_guid: d.client_guid,
+        create_guid: d.create_guid,
+        persistent_file_id: fid.persistent,
+        lease_key: None,
+        lease_state: 0,
+        oplock_level: Level::Batch.wire(),
+        desired_access: access,
+        share_access: d.share_access,
+        uid: user.identity.uid,
+        user_name: user.name.clone(),
+        share: share.name.clone(),
+        path: path.to_string_lossy().into_owned(),
+        timeout_ms: u32::try_from(d.timeout.as_millis()).unwrap_or(u32::MAX),
+        app_instance_id: None,
+        client_addr: peer.to_string(),
+        file_handle: Vec::new(),
+        deposited_at_ms: 0,
+        disconnected_at_ms: None,
+    }
 }
 
 /// Size of FILE_OBJECTID_BUFFER (MS-FSCC 2.1.3).

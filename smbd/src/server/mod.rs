@@ -8,6 +8,7 @@ pub mod crypto;
 pub mod durable;
 pub mod files;
 pub mod ipc;
+pub mod keeper;
 pub mod listen;
 pub mod negotiate;
 pub mod notify;

@@ -5,6 +5,7 @@ use crate::fsa::broker::Broker;
 use crate::posix::ShareRoot;
 use crate::server::auth::TargetInfo;
 use crate::server::durable::DurableTable;
+use crate::server::keeper::KeeperLink;
 use crate::userdb::UserDb;
 use std::collections::HashMap;
 use std::io;
@@ -57,6 +58,8 @@ pub struct ServerState {
     pub sessions: Mutex<HashMap<u64, SessionEntry>>,
     /// Durable opens whose connection is gone, waiting for a reconnect.
     pub durable: DurableTable,
+    /// The handle keeper, when `holdfast keeper socket` names one.
+    pub keeper: Option<KeeperLink>,
     next_id: AtomicU64,
 }
 
@@ -90,6 +93,11 @@ impl ServerState {
         }));
         let netbios = config.global.netbios_name.clone();
         let workgroup = config.global.workgroup.clone();
+        let keeper = config
+            .global
+            .keeper_socket
+            .clone()
+            .map(|p| KeeperLink::new(p, format!("holdfast-smbd pid {}", std::process::id())));
         Ok(ServerState {
             target: TargetInfo {
                 netbios_domain: netbios.clone(),
@@ -105,7 +113,11 @@ impl ServerState {
             broker: Broker::new(),
             sessions: Mutex::new(HashMap::new()),
             durable: DurableTable::default(),
-            next_id: AtomicU64::new(1),
+            keeper,
+            // A random start keeps the FileIds of a restarted worker clear of
+            // the ones its predecessor handed out (the keeper may still hold
+            // those for a reconnect).
+            next_id: AtomicU64::new((u64::from(rand::random::<u32>()) << 20) | 1),
         })
     }
 
