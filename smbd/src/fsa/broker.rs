@@ -425,6 +425,40 @@ impl Broker {
 
     /// Removes an open; says whether the file must now be deleted.
     pub fn close(&self, key: FileKey, open_id: u64) -> CloseOutcome {
+        let (out, wake) = self.close_deferring_wake(key, open_id);
+        if let Some(w) = wake {
+            w.notify_waiters();
+        }
+        out
+    }
+
+    /// Like [`Broker::close`], but when the file must be deleted, the opens
+    /// waiting for this one's oplock are woken by the caller (with the
+    /// returned Notify) only once the file is gone, so a waiting OPEN_IF
+    /// creates a new file instead of opening the doomed one.
+    pub fn close_deferring_wake(
+        &self,
+        key: FileKey,
+        open_id: u64,
+    ) -> (CloseOutcome, Option<Arc<Notify>>) {
+        let mut wake = None;
+        let out = self.close_inner(key, open_id, &mut wake);
+        match (&out.delete, wake) {
+            (Some(_), w) => (out, w),
+            (None, Some(w)) => {
+                w.notify_waiters();
+                (out, None)
+            }
+            (None, None) => (out, None),
+        }
+    }
+
+    fn close_inner(
+        &self,
+        key: FileKey,
+        open_id: u64,
+        wake: &mut Option<Arc<Notify>>,
+    ) -> CloseOutcome {
         let mut files = self.files();
         let Some(st) = files.get_mut(&key) else {
             return CloseOutcome {
@@ -440,7 +474,7 @@ impl Broker {
                 st.delete_pending = true;
             }
             // Its oplock is gone: opens waiting for its break may go on.
-            st.oplock_changed.notify_waiters();
+            *wake = Some(st.oplock_changed.clone());
         }
         let before = st.locks.len();
         st.locks.retain(|l| l.open_id != open_id);

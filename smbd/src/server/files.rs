@@ -290,7 +290,7 @@ impl Connection {
             }
         })?;
 
-        let open_id = self.st.next_id();
+        let open_id = self.st.next_file_id();
         let granted: Level;
         let created = match existing {
             Some(probe) => {
@@ -1222,7 +1222,7 @@ pub async fn close_open_in(st: &ServerState, mut open: Open) {
         k.close(kid).await;
     }
     st.broker.write_time_close(open.key, &mut open.write_time);
-    let outcome = st.broker.close(open.key, open.fid.volatile);
+    let (outcome, wake) = st.broker.close_deferring_wake(open.key, open.fid.volatile);
     if let (Some(t), None) = (outcome.write_time, outcome.delete.as_ref()) {
         let fd = open.fd.clone();
         let r = fs(open.identity.clone(), move || {
@@ -1256,6 +1256,9 @@ pub async fn close_open_in(st: &ServerState, mut open: Open) {
                 warn!(path = %open.path.display(), ?status, "delete on close failed")
             }
         }
+    }
+    if let Some(w) = wake {
+        w.notify_waiters();
     }
     debug!(fid = open.fid.volatile, "closed");
 }

@@ -14,6 +14,10 @@ use std::path::PathBuf;
 use tokio::sync::Mutex;
 use tracing::{debug, warn};
 
+/// How long one keeper request may take before the worker gives up on it
+/// (and on the connection).
+const KEEPER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// One connection to the keeper, opened on first use and again after it
 /// breaks. Requests are serialised (the protocol answers in order).
 pub struct KeeperLink {
@@ -40,9 +44,12 @@ impl KeeperLink {
         what: &str,
         f: impl AsyncFnOnce(&mut Client) -> Result<T, ClientError>,
     ) -> Result<T, ClientError> {
+        let timed_out = || ClientError::Protocol(format!("no answer within {KEEPER_TIMEOUT:?}"));
         let mut guard = self.client.lock().await;
         if guard.is_none() {
-            let c = Client::connect(&self.path, &self.name).await?;
+            let c = tokio::time::timeout(KEEPER_TIMEOUT, Client::connect(&self.path, &self.name))
+                .await
+                .map_err(|_| timed_out())??;
             debug!(
                 keeper_pid = c.keeper_pid(),
                 "connected to the handle keeper"
@@ -52,7 +59,10 @@ impl KeeperLink {
         let Some(c) = guard.as_mut() else {
             return Err(ClientError::Protocol("no keeper connection".into()));
         };
-        let r = f(c).await;
+        // A keeper that hangs must not hang the SMB requests waiting on it.
+        let r = tokio::time::timeout(KEEPER_TIMEOUT, f(c))
+            .await
+            .unwrap_or_else(|_| Err(timed_out()));
         if let Err(e) = &r {
             if e.code().is_none() {
                 warn!(what, error = %e, "handle keeper connection failed; reconnecting next time");

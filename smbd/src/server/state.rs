@@ -61,6 +61,7 @@ pub struct ServerState {
     /// The handle keeper, when `holdfast keeper socket` names one.
     pub keeper: Option<KeeperLink>,
     next_id: AtomicU64,
+    file_id_base: u64,
 }
 
 impl ServerState {
@@ -114,16 +115,24 @@ impl ServerState {
             sessions: Mutex::new(HashMap::new()),
             durable: DurableTable::default(),
             keeper,
-            // A random start keeps the FileIds of a restarted worker clear of
+            next_id: AtomicU64::new(1),
+            // A random base keeps the FileIds of a restarted worker clear of
             // the ones its predecessor handed out (the keeper may still hold
             // those for a reconnect).
-            next_id: AtomicU64::new((u64::from(rand::random::<u32>()) << 20) | 1),
+            file_id_base: u64::from(rand::random::<u32>()) << 24,
         })
     }
 
     /// A process-unique, never-reused 64-bit id (sessions, opens, async ids).
     pub fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// A FileId for a new open: unique in this process and, with high
+    /// probability, unlike any FileId of an earlier process. (Session ids
+    /// stay small: smbtorture's session-id test keeps them in 32 bits.)
+    pub fn next_file_id(&self) -> u64 {
+        self.file_id_base + self.next_id()
     }
 
     /// Records (or updates) a valid session in the global table.

@@ -191,7 +191,7 @@ impl Connection {
             ino: base.ino,
             stream: rules::stream_id(Some(&stored)),
         };
-        let open_id = self.st.next_id();
+        let open_id = self.st.next_file_id();
         let intent = self.oplock_intent(&c.share, req.requested_oplock_level, disp, false);
         let opened = self.st.broker.open_with(
             key,

@@ -265,7 +265,7 @@ impl Connection {
         if !is_srvsvc(&req.name) {
             return Err(NtStatus::OBJECT_NAME_NOT_FOUND);
         }
-        let id = self.st.next_id();
+        let id = self.st.next_file_id();
         let fid = FileId {
             persistent: id,
             volatile: id,
