@@ -1258,6 +1258,49 @@ mod tests {
     }
 
     #[test]
+    fn multichannel_and_limits() {
+        let (c, _) = parse("[global]\n").unwrap();
+        assert!(c.global.server_multi_channel_support);
+        assert_eq!(c.global.limits, Limits::default());
+        let (c, _) = parse(
+            "[global]\nserver multi channel support = no\nsmb2 max credits = 128\n\
+             holdfast max async operations = 4\nholdfast max compound requests = 8\n\
+             holdfast max sessions per connection = 2\nholdfast max opens per session = 10\n\
+             holdfast unauthenticated timeout = 0\nholdfast failed logon limit = 5\n\
+             holdfast failed logon window = 30\nholdfast failed logon lockout = 90\n",
+        )
+        .unwrap();
+        let l = &c.global.limits;
+        assert!(!c.global.server_multi_channel_support);
+        assert_eq!(
+            (
+                l.max_credits,
+                l.max_async,
+                l.max_compound,
+                l.max_sessions_per_conn
+            ),
+            (128, 4, 8, 2)
+        );
+        assert_eq!(l.max_opens_per_session, 10);
+        assert_eq!(l.unauth_timeout_secs, 0);
+        assert_eq!(
+            (
+                l.failed_logon_limit,
+                l.failed_logon_window_secs,
+                l.failed_logon_lockout_secs
+            ),
+            (5, 30, 90)
+        );
+        let text = c.render_effective();
+        assert!(text.contains("smb2 max credits = 128"), "{text}");
+        assert!(text.contains("server multi channel support = no"), "{text}");
+        assert!(parse("[global]\nsmb2 max credits = 0\n").is_err());
+        assert!(parse("[global]\nsmb2 max credits = 9000\n").is_err());
+        assert!(parse("[global]\nholdfast max compound requests = many\n").is_err());
+        assert!(parse("[global]\nholdfast failed logon window = 0\n").is_err());
+    }
+
+    #[test]
     fn other_enums_and_log_level() {
         let (c, _) = ok(
             "[global]\nmap to guest = Bad  User\nrestrict anonymous = 2\nlog level = 3 auth:5\n",

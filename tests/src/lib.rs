@@ -292,6 +292,11 @@ impl Server {
 
     /// Like `start`, with extra smb.conf lines for the test share (e.g. "smb encrypt = required").
     pub fn start_with(share_options: &str) -> Server {
+        Self::start_configured("", share_options)
+    }
+
+    /// Like `start_with`, with extra [global] lines too (each "name = value\n").
+    pub fn start_configured(global_options: &str, share_options: &str) -> Server {
         if let Ok(spec) = std::env::var("HOLDFAST_TEST_EXTERNAL") {
             return Self::external(&spec);
         }
@@ -323,7 +328,8 @@ impl Server {
             format!(
                 "[global]\n\tinterfaces = 127.0.0.1\n\tsmb ports = {port}\n\
                  \tstate directory = {state}\n\tserver min protocol = SMB2_02\n\
-                 \tserver max protocol = SMB3_11\n\tserver signing = auto\n\tlog level = 2\n\n\
+                 \tserver max protocol = SMB3_11\n\tserver signing = auto\n\tlog level = 2\n\
+                 {global_options}\n\
                  [share]\n\tpath = {share}\n\tcomment = integration test share\n\
                  \tread only = no\n\tguest ok = no\n\t{share_options}\n",
                 state = state.display(),

@@ -94,3 +94,67 @@ fn share_listing_does_not_hang() {
         );
     }
 }
+
+/// After `holdfast failed logon limit` wrong passwords from one address, that
+/// address is refused (even with the right password) until the lockout ends;
+/// the refusal is logged.
+#[test]
+fn repeated_wrong_passwords_block_the_address() {
+    if !peers_available(&["smbclient"]) || std::env::var("HOLDFAST_TEST_EXTERNAL").is_ok() {
+        return;
+    }
+    let srv = Server::start_configured(
+        "\tholdfast failed logon limit = 3\n\tholdfast failed logon window = 60\n\
+         \tholdfast failed logon lockout = 60\n",
+        "",
+    );
+    let bad = format!("{}-wrong", srv.password);
+    for i in 0..3 {
+        let out = srv.smbclient_as(&srv.share.clone(), &srv.user, &bad, &[], "ls");
+        assert_eq!(
+            out.nt_status().as_deref(),
+            Some("NT_STATUS_LOGON_FAILURE"),
+            "wrong password #{i}:\n{out}"
+        );
+    }
+    let out = srv.smbclient_as(&srv.share.clone(), &srv.user, &srv.password, &[], "ls");
+    assert!(!out.success(), "a blocked address logged on:\n{out}");
+    assert_eq!(
+        out.nt_status().as_deref(),
+        Some("NT_STATUS_ACCOUNT_LOCKED_OUT"),
+        "right password from a blocked address:\n{out}"
+    );
+}
+
+/// Below the limit, a successful logon clears the failures.
+#[test]
+fn success_resets_the_failure_count() {
+    if !peers_available(&["smbclient"]) || std::env::var("HOLDFAST_TEST_EXTERNAL").is_ok() {
+        return;
+    }
+    let srv = Server::start_configured("\tholdfast failed logon limit = 3\n", "");
+    let bad = format!("{}-wrong", srv.password);
+    for _ in 0..2 {
+        let out = srv.smbclient_as(&srv.share.clone(), &srv.user, &bad, &[], "ls");
+        assert_eq!(
+            out.nt_status().as_deref(),
+            Some("NT_STATUS_LOGON_FAILURE"),
+            "{out}"
+        );
+    }
+    let out = srv.smbclient_as(&srv.share.clone(), &srv.user, &srv.password, &[], "ls");
+    assert!(out.success(), "right password refused:\n{out}");
+    for _ in 0..2 {
+        let out = srv.smbclient_as(&srv.share.clone(), &srv.user, &bad, &[], "ls");
+        assert_eq!(
+            out.nt_status().as_deref(),
+            Some("NT_STATUS_LOGON_FAILURE"),
+            "{out}"
+        );
+    }
+    let out = srv.smbclient_as(&srv.share.clone(), &srv.user, &srv.password, &[], "ls");
+    assert!(
+        out.success(),
+        "the count was not reset by the success:\n{out}"
+    );
+}

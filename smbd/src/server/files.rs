@@ -207,6 +207,14 @@ impl Connection {
             return self.pipe_create(ctx, &req, tree_id);
         }
         validate_create(&req)?;
+        let max_opens = self.st.config.global.limits.max_opens_per_session;
+        if self.opens.len() >= max_opens {
+            let sid = ctx.hdr.session_id;
+            if self.opens.values().filter(|o| o.session_id == sid).count() >= max_opens {
+                warn!(sid, limit = max_opens, "too many opens on this session");
+                return Err(NtStatus::TOO_MANY_OPENED_FILES);
+            }
+        }
         let parsed = names::smb_path_to_components(&req.name)?;
         if let Some(stream) = parsed.stream.clone() {
             let c = super::streams::StreamCreate {

@@ -268,6 +268,99 @@ fn load_or_create_guid(dir: &Path) -> io::Result<[u8; 16]> {
 mod tests {
     use super::*;
 
+    fn state() -> (tempfile::TempDir, ServerState) {
+        let d = tempfile::tempdir().unwrap();
+        let mut c = Config::default();
+        c.global.state_directory = d.path().to_path_buf();
+        c.shares.clear();
+        let st = ServerState::new(c).unwrap();
+        (d, st)
+    }
+
+    fn entry(
+        conn: u64,
+        user: &str,
+    ) -> (
+        SessionEntry,
+        mpsc::UnboundedReceiver<u64>,
+        mpsc::UnboundedReceiver<Forwarded>,
+    ) {
+        let (close_tx, close_rx) = mpsc::unbounded_channel();
+        let (fwd_tx, fwd_rx) = mpsc::unbounded_channel();
+        let keys = crate::server::crypto::derive_session_keys(0x0302, &[3; 16], None, None);
+        let bind = Arc::new(BindTarget {
+            dialect: 0x0302,
+            signing: SigningAlgorithm::AesCmac,
+            cipher: None,
+            keys,
+            user: user.into(),
+            can_bind: true,
+            signing_required: false,
+            encrypt_data: false,
+            forward: fwd_tx,
+        });
+        let e = SessionEntry {
+            conn_id: conn,
+            user: user.into(),
+            close_tx,
+            bind,
+            channels: Vec::new(),
+        };
+        (e, close_rx, fwd_rx)
+    }
+
+    #[test]
+    fn channels_follow_the_session() {
+        let (_d, st) = state();
+        let (e, _close1, _fwd) = entry(1, "alice");
+        st.register_session(10, e);
+        assert!(st.bind_target(10).is_some());
+        assert!(st.bind_target(11).is_none());
+        let (c2_tx, mut c2_rx) = mpsc::unbounded_channel();
+        let (c3_tx, mut c3_rx) = mpsc::unbounded_channel();
+        assert!(st.add_channel(10, 2, c2_tx.clone()));
+        assert!(st.add_channel(10, 3, c3_tx));
+        assert!(
+            st.add_channel(10, 2, c2_tx),
+            "binding twice keeps one entry"
+        );
+        assert!(!st.add_channel(11, 2, mpsc::unbounded_channel().0));
+        assert_eq!(st.channel_count(10), 2);
+        // A reauthentication re-registers the session: its channels stay.
+        let (e, _close1b, _fwdb) = entry(1, "alice");
+        st.register_session(10, e);
+        assert_eq!(st.channel_count(10), 2);
+        // A channel's connection ends: the session lives on.
+        st.remove_channel(10, 3);
+        assert_eq!(st.channel_count(10), 1);
+        assert!(st.bind_target(10).is_some());
+        // The session ends: the remaining channel is told, the gone one not.
+        st.unregister_session(10);
+        assert_eq!(c2_rx.try_recv().ok(), Some(10));
+        assert!(c3_rx.try_recv().is_err());
+        assert!(st.bind_target(10).is_none());
+    }
+
+    #[test]
+    fn reconnect_takes_only_the_same_users_session_and_tells_channels() {
+        let (_d, st) = state();
+        let (e, _c, _f) = entry(1, "alice");
+        st.register_session(20, e);
+        let (c2_tx, mut c2_rx) = mpsc::unbounded_channel();
+        assert!(st.add_channel(20, 2, c2_tx));
+        assert!(
+            st.take_session_of(20, "bob").is_none(),
+            "another user's session"
+        );
+        assert!(st.bind_target(20).is_some());
+        let (conn, _) = st
+            .take_session_of(20, "ALICE")
+            .expect("same user, any case");
+        assert_eq!(conn, 1);
+        assert_eq!(c2_rx.try_recv().ok(), Some(20));
+        assert!(st.take_session_of(20, "alice").is_none(), "already taken");
+    }
+
     #[test]
     fn guid_persists() {
         let d = tempfile::tempdir().unwrap();
