@@ -158,3 +158,25 @@ fn success_resets_the_failure_count() {
         "the count was not reset by the success:\n{out}"
     );
 }
+
+/// A connection that never completes a session setup is dropped after
+/// `holdfast unauthenticated timeout` seconds.
+#[test]
+fn unauthenticated_connection_is_dropped() {
+    use std::io::Read;
+    if std::env::var("HOLDFAST_TEST_EXTERNAL").is_ok() {
+        return;
+    }
+    let srv = Server::start_configured("\tholdfast unauthenticated timeout = 1\n", "");
+    let mut s = std::net::TcpStream::connect((srv.host.as_str(), srv.port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let t0 = std::time::Instant::now();
+    let mut buf = [0u8; 16];
+    let n = s.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "the server sent data instead of closing");
+    let waited = t0.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(8),
+        "closed after {waited:?}"
+    );
+}
