@@ -295,6 +295,11 @@ impl Server {
         Self::start_config("", share_options)
     }
 
+    /// Same as `start_config`.
+    pub fn start_configured(global_options: &str, share_options: &str) -> Server {
+        Self::start_config(global_options, share_options)
+    }
+
     /// Like `start_with`, with extra [global] lines too (e.g. "holdfast workers = 2").
     pub fn start_config(global_options: &str, share_options: &str) -> Server {
         if let Ok(spec) = std::env::var("HOLDFAST_TEST_EXTERNAL") {

@@ -2,11 +2,13 @@
 //! signing. It speaks MS-SMB2 above and MS-FSA (crate::fsa) below.
 
 pub mod auth;
+pub mod channel;
 pub mod conn;
 pub mod credits;
 pub mod crypto;
 pub mod files;
 pub mod ipc;
+pub mod limits;
 pub mod listen;
 pub mod negotiate;
 pub mod notify;
