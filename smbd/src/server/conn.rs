@@ -301,11 +301,15 @@ impl Connection {
         };
         self.out_tx = Some(out.clone());
         let limit = self.st.config.global.limits.unauth_timeout_secs;
-        let unauth_deadline = tokio::time::sleep(if limit == 0 {
-            std::time::Duration::from_secs(u64::from(u32::MAX))
-        } else {
-            std::time::Duration::from_secs(limit)
-        });
+        // Counted from the accept, so time spent routing the connection counts.
+        let unauth_deadline = tokio::time::sleep_until(
+            tokio::time::Instant::from_std(self.started)
+                + if limit == 0 {
+                    std::time::Duration::from_secs(u64::from(u32::MAX))
+                } else {
+                    std::time::Duration::from_secs(limit)
+                },
+        );
         tokio::pin!(unauth_deadline);
         loop {
             let resp = tokio::select! {
