@@ -454,6 +454,21 @@ impl Server {
         }
     }
 
+    /// Runs tests/python/`script` against this server with the usual
+    /// `--host --port --share --user --password` arguments and then `extra`.
+    pub fn python_script(&self, script: &str, extra: &[&str], timeout: Duration) -> Output {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("python")
+            .join(script);
+        let mut c = Command::new(python());
+        c.arg(&path)
+            .args(["--host", &self.host, "--port", &self.port.to_string()])
+            .args(["--share", &self.share, "--user", &self.user])
+            .args(["--password", &self.password])
+            .args(extra);
+        run_with_timeout(&mut c, None, timeout)
+    }
+
     /// Pid of the private server (the supervisor when it runs workers).
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
