@@ -12,6 +12,8 @@
 #   HOLDFAST_BIN_DIR [target/release]   RUST_LOG [info]   LOG_LEVEL [1]
 #   CA_OPTS [""]  extra smb.conf lines for the [ca] share (e.g. "continuously available = yes"
 #        once the server knows that option)
+#   GLOBAL_OPTS [""]  extra [global] lines (e.g. "server signing = mandatory"; a later
+#        line overrides an earlier one)
 #   KEEP=1  do not wipe BASE first
 #
 # Shares: share and ca (both tmpfs). Users: smbtest/Test123! and smbtest2/Test123!
@@ -71,6 +73,7 @@ cat >"$CONF" <<CONFEOF
 	server max protocol = SMB3_11
 	server signing = auto
 	log level = ${LOG_LEVEL:-1}
+${GLOBAL_OPTS:-}
 
 [share]
 	path = $BASE/share

@@ -4,7 +4,7 @@
 #   -> smbtorture conformance list -> fuzz smoke (if fuzz/ exists).
 # Fails fast at the first failing section.
 #
-# Environment: TORTURE_LIST [tests/smbtorture/default.list]   FUZZ_SECONDS [15] per fuzz target
+# Environment: TORTURE_LIST [every tests/smbtorture/*.list]   FUZZ_SECONDS [15] per fuzz target
 #   HOLDFAST_SKIP_PEERS=1 lets integration tests skip when smbclient/smbprotocol are missing
 #   SKIP_INSTALL=1 does not try to install missing dependencies
 #   SKIP_LINT=1 skips fmt and clippy (local use only; CI runs everything)
@@ -63,8 +63,12 @@ CT_LOG=$(mktemp /tmp/holdfast-cargo-test.XXXXXX)
 TT_LOG=$(mktemp /tmp/holdfast-torture-out.XXXXXX)
 cargo test --workspace --release --no-fail-fast 2>&1 | tee "$CT_LOG"
 
-section "smbtorture conformance list"
-"$REPO_ROOT/scripts/torture-list.sh" "${TORTURE_LIST:-$REPO_ROOT/tests/smbtorture/default.list}" 2>&1 | tee "$TT_LOG"
+section "smbtorture conformance lists"
+# Every tests/smbtorture/*.list, each against a server configured by its "# server:" lines.
+for list in ${TORTURE_LIST:-"$REPO_ROOT"/tests/smbtorture/*.list}; do
+  info "smbtorture list $list"
+  "$REPO_ROOT/scripts/torture-list.sh" "$list" 2>&1 | tee -a "$TT_LOG"
+done
 
 section "fuzz smoke"
 if [ -f "$REPO_ROOT/fuzz/Cargo.toml" ]; then
@@ -78,7 +82,7 @@ banner "all sections passed in $(($(date +%s) - T0))s"
 # Overall count: cargo test results plus the smbtorture list.
 read -r ct_pass ct_fail < <(sed -n 's/^test result: [a-zA-Z]*\. \([0-9]*\) passed; \([0-9]*\) failed.*/\1 \2/p' "$CT_LOG" |
   awk '{p += $1; f += $2} END {print p + 0, f + 0}')
-read -r tt_pass tt_fail < <(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' "$TT_LOG" | tail -n 1 |
-  awk '{print $1 + 0, $2 + 0} END {if (NR == 0) print 0, 0}')
+read -r tt_pass tt_fail < <(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' "$TT_LOG" |
+  awk '{p += $1; f += $2} END {print p + 0, f + 0}')
 echo "cargo test: $ct_pass passed, $ct_fail failed; smbtorture: $tt_pass passed, $tt_fail failed"
 echo "total: $((ct_pass + tt_pass)) passed, $((ct_fail + tt_fail)) failed"

@@ -10,6 +10,9 @@
 # it on exit. Prints one line per test and `N passed, N failed`; exits 1 if any listed test
 # did not pass. An empty list prints `0 passed, 0 failed` and exits 0 without starting anything.
 #
+# A list may carry "# server: <smb.conf line>" lines; they go into the private server's
+# [global] section (e.g. tests/smbtorture/signing-required.list).
+#
 # Environment: TEST_TIMEOUT [180] per-test watchdog (s), GROUP_TIMEOUT [2400],
 #   TORTURE_OUT (write name<TAB>result tsv there), TORTURE_LOGDIR [<base>/torture-logs].
 set -euo pipefail
@@ -57,7 +60,9 @@ trap 'exit 130' INT TERM
 
 if [ -z "$PORT" ]; then
   HF_BASE=$WORK/server
-  BASE=$HF_BASE "$REPO_ROOT/scripts/holdfast-up.sh"
+  # "# server: <smb.conf line>" lines in the list configure its server's [global].
+  GLOBAL_OPTS=$(sed -n 's/^#[[:space:]]*server:[[:space:]]*//p' "$LIST")
+  BASE=$HF_BASE GLOBAL_OPTS=$GLOBAL_OPTS "$REPO_ROOT/scripts/holdfast-up.sh"
   # shellcheck disable=SC1091
   . "$HF_BASE/holdfast.env"
   LOCALDIR=${LOCALDIR:-$HF_BASE/share}

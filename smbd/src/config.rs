@@ -223,7 +223,52 @@ pub struct Global {
     /// "holdfast workers": worker processes behind the supervisor; 0 serves
     /// every connection in the one process.
     pub workers: usize,
+    /// "server multi channel support": advertise multichannel and accept
+    /// session binding on 3.x connections.
+    pub server_multi_channel_support: bool,
+    pub limits: Limits,
     pub share_defaults: ShareDefaults,
+}
+
+/// Resource limits; each is answered with a status and a log line when hit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// "smb2 max credits": most credits a client may hold on a connection.
+    pub max_credits: u16,
+    /// "holdfast max async operations": pending requests per connection.
+    pub max_async: usize,
+    /// "holdfast max compound requests": requests in one compound chain.
+    pub max_compound: usize,
+    /// "holdfast max sessions per connection"
+    pub max_sessions_per_conn: usize,
+    /// "holdfast max opens per session"
+    pub max_opens_per_session: usize,
+    /// "holdfast unauthenticated timeout": seconds a connection may live
+    /// without a completed SESSION_SETUP (0 = no limit).
+    pub unauth_timeout_secs: u64,
+    /// "holdfast failed logon limit": failed logons from one address within
+    /// the window that block it (0 = no limit).
+    pub failed_logon_limit: u32,
+    /// "holdfast failed logon window": seconds over which failures count.
+    pub failed_logon_window_secs: u64,
+    /// "holdfast failed logon lockout": seconds an address stays blocked.
+    pub failed_logon_lockout_secs: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_credits: 8192,
+            max_async: 512,
+            max_compound: 128,
+            max_sessions_per_conn: 64,
+            max_opens_per_session: 16384,
+            unauth_timeout_secs: 60,
+            failed_logon_limit: 30,
+            failed_logon_window_secs: 60,
+            failed_logon_lockout_secs: 60,
+        }
+    }
 }
 
 impl Default for Global {
@@ -248,6 +293,8 @@ impl Default for Global {
             durable_max_timeout: 300,
             keeper_socket: None,
             workers: 1,
+            server_multi_channel_support: true,
+            limits: Limits::default(),
             share_defaults: ShareDefaults::default(),
         }
     }
@@ -450,6 +497,18 @@ fn bad_value(a: &Assignment, section: &str, expected: &str) -> ConfigError {
             a.value, a.name
         ),
     )
+}
+
+/// A whole number within `min..=max`.
+fn parse_limit(a: &Assignment, section: &str, min: u64, max: u64) -> Result<u64, ConfigError> {
+    match a.value.trim().parse::<u64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(bad_value(
+            a,
+            section,
+            &format!("a whole number from {min} to {max}"),
+        )),
+    }
 }
 
 fn parse_bool(a: &Assignment, section: &str) -> Result<bool, ConfigError> {
@@ -753,6 +812,34 @@ fn apply_global_option(
                 return Err(bad_value(a, S, "an absolute path, or empty for no keeper"));
             };
         }
+        "server multi channel support" => g.server_multi_channel_support = parse_bool(a, S)?,
+        "smb2 max credits" => {
+            g.limits.max_credits = parse_limit(a, S, 1, 8192)? as u16;
+        }
+        "holdfast max async operations" => {
+            g.limits.max_async = parse_limit(a, S, 1, 1 << 20)? as usize;
+        }
+        "holdfast max compound requests" => {
+            g.limits.max_compound = parse_limit(a, S, 1, 65536)? as usize;
+        }
+        "holdfast max sessions per connection" => {
+            g.limits.max_sessions_per_conn = parse_limit(a, S, 1, 1 << 20)? as usize;
+        }
+        "holdfast max opens per session" => {
+            g.limits.max_opens_per_session = parse_limit(a, S, 1, 1 << 24)? as usize;
+        }
+        "holdfast unauthenticated timeout" => {
+            g.limits.unauth_timeout_secs = parse_limit(a, S, 0, 86400)?;
+        }
+        "holdfast failed logon limit" => {
+            g.limits.failed_logon_limit = parse_limit(a, S, 0, 1 << 20)? as u32;
+        }
+        "holdfast failed logon window" => {
+            g.limits.failed_logon_window_secs = parse_limit(a, S, 1, 86400)?;
+        }
+        "holdfast failed logon lockout" => {
+            g.limits.failed_logon_lockout_secs = parse_limit(a, S, 1, 86400)?;
+        }
         "server role" => {
             let role = fold_name(&a.value);
             if !matches!(role.as_str(), "standalone" | "standalone server" | "auto") {
@@ -1016,6 +1103,27 @@ impl Config {
                 .map(|p| p.display().to_string())
                 .unwrap_or_default(),
         );
+        out.opt(
+            "server multi channel support",
+            if g.server_multi_channel_support {
+                "yes"
+            } else {
+                "no"
+            },
+        );
+        let l = &g.limits;
+        out.opt("smb2 max credits", l.max_credits);
+        out.opt("holdfast max async operations", l.max_async);
+        out.opt("holdfast max compound requests", l.max_compound);
+        out.opt(
+            "holdfast max sessions per connection",
+            l.max_sessions_per_conn,
+        );
+        out.opt("holdfast max opens per session", l.max_opens_per_session);
+        out.opt("holdfast unauthenticated timeout", l.unauth_timeout_secs);
+        out.opt("holdfast failed logon limit", l.failed_logon_limit);
+        out.opt("holdfast failed logon window", l.failed_logon_window_secs);
+        out.opt("holdfast failed logon lockout", l.failed_logon_lockout_secs);
         let d = &g.share_defaults;
         render_share_opts(
             &mut out,
@@ -1228,6 +1336,49 @@ mod tests {
         assert!(parse("[global]\nserver smb encrypt = lots\n").is_err());
         let (c, _) = ok("[s]\npath=/x\nsmb encrypt = required\n");
         assert_eq!(c.shares[0].smb_encrypt, Some(Encrypt::Required));
+    }
+
+    #[test]
+    fn multichannel_and_limits() {
+        let (c, _) = parse("[global]\n").unwrap();
+        assert!(c.global.server_multi_channel_support);
+        assert_eq!(c.global.limits, Limits::default());
+        let (c, _) = parse(
+            "[global]\nserver multi channel support = no\nsmb2 max credits = 128\n\
+             holdfast max async operations = 4\nholdfast max compound requests = 8\n\
+             holdfast max sessions per connection = 2\nholdfast max opens per session = 10\n\
+             holdfast unauthenticated timeout = 0\nholdfast failed logon limit = 5\n\
+             holdfast failed logon window = 30\nholdfast failed logon lockout = 90\n",
+        )
+        .unwrap();
+        let l = &c.global.limits;
+        assert!(!c.global.server_multi_channel_support);
+        assert_eq!(
+            (
+                l.max_credits,
+                l.max_async,
+                l.max_compound,
+                l.max_sessions_per_conn
+            ),
+            (128, 4, 8, 2)
+        );
+        assert_eq!(l.max_opens_per_session, 10);
+        assert_eq!(l.unauth_timeout_secs, 0);
+        assert_eq!(
+            (
+                l.failed_logon_limit,
+                l.failed_logon_window_secs,
+                l.failed_logon_lockout_secs
+            ),
+            (5, 30, 90)
+        );
+        let text = c.render_effective();
+        assert!(text.contains("smb2 max credits = 128"), "{text}");
+        assert!(text.contains("server multi channel support = no"), "{text}");
+        assert!(parse("[global]\nsmb2 max credits = 0\n").is_err());
+        assert!(parse("[global]\nsmb2 max credits = 9000\n").is_err());
+        assert!(parse("[global]\nholdfast max compound requests = many\n").is_err());
+        assert!(parse("[global]\nholdfast failed logon window = 0\n").is_err());
     }
 
     #[test]

@@ -232,19 +232,6 @@ fn run_worker(cfg: Config, index: u32) -> ExitCode {
     let Some(st) = state(cfg) else {
         return ExitCode::FAILURE;
     };
-    // Shares, users.db and the server GUID are open; from here a worker
-    // only switches threads to session users. Before the runtime exists,
-    // since capsets are per thread and new threads inherit ours.
-    if nix::unistd::geteuid().is_root() {
-        use kmod_interface::caps::Capability;
-        match kmod_interface::caps::restrict_to(&[Capability::CAP_SETUID, Capability::CAP_SETGID]) {
-            Ok(kept) => tracing::info!(?kept, "worker capabilities dropped"),
-            Err(e) => {
-                tracing::error!(%e, "cannot drop capabilities");
-                return ExitCode::FAILURE;
-            }
-        }
-    }
     let Some(rt) = runtime() else {
         return ExitCode::FAILURE;
     };

@@ -296,6 +296,11 @@ impl Server {
         Self::start_config("", share_options)
     }
 
+    /// Same as `start_config`.
+    pub fn start_configured(global_options: &str, share_options: &str) -> Server {
+        Self::start_config(global_options, share_options)
+    }
+
     /// Like `start_with`, with extra [global] lines too (e.g. "holdfast workers = 2").
     pub fn start_config(global_options: &str, share_options: &str) -> Server {
         if let Ok(spec) = std::env::var("HOLDFAST_TEST_EXTERNAL") {
@@ -478,6 +483,21 @@ impl Server {
             "holdfastctl user add {smb_user} failed:\n{add}"
         );
         Some(password)
+    }
+
+    /// Runs tests/python/`script` against this server with the usual
+    /// `--host --port --share --user --password` arguments and then `extra`.
+    pub fn python_script(&self, script: &str, extra: &[&str], timeout: Duration) -> Output {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("python")
+            .join(script);
+        let mut c = Command::new(python());
+        c.arg(&path)
+            .args(["--host", &self.host, "--port", &self.port.to_string()])
+            .args(["--share", &self.share, "--user", &self.user])
+            .args(["--password", &self.password])
+            .args(extra);
+        run_with_timeout(&mut c, None, timeout)
     }
 
     /// Pid of the private server (the supervisor when it runs workers).

@@ -2,29 +2,15 @@
 //! write/read/compare/delete (tests/python/roundtrip.py), signed, and encrypted
 //! with each of the four ciphers.
 
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
-use holdfast_tests::{python, python_smbprotocol_available, run_with_timeout, Server};
+use holdfast_tests::{python_smbprotocol_available, Server};
 
 fn roundtrip(srv: &Server, extra: &[&str]) -> String {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/roundtrip.py");
-    let mut c = Command::new(python());
-    c.arg(&script)
-        .args(["--host", &srv.host, "--port", &srv.port.to_string()])
-        .args([
-            "--share",
-            &srv.share,
-            "--user",
-            &srv.user,
-            "--password",
-            &srv.password,
-        ])
-        .arg("--localdir")
-        .arg(&srv.localdir)
-        .args(extra);
-    let out = run_with_timeout(&mut c, None, Duration::from_secs(120));
+    let localdir = srv.localdir.display().to_string();
+    let mut args = vec!["--localdir", localdir.as_str()];
+    args.extend_from_slice(extra);
+    let out = srv.python_script("roundtrip.py", &args, Duration::from_secs(120));
     assert!(out.success(), "roundtrip.py {extra:?} failed:\n{out}");
     out.stdout
 }

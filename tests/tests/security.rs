@@ -1,13 +1,9 @@
 //! The share boundary and the acting user, as a client sees them.
 
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
-use holdfast_tests::{
-    assert_smb_ok, python, python_smbprotocol_available, run_with_timeout, Server,
-};
+use holdfast_tests::{assert_smb_ok, python_smbprotocol_available, Server};
 
 /// Symlinks inside the share that point outside it, and `..` paths, are refused.
 #[test]
@@ -33,26 +29,17 @@ fn paths_cannot_leave_the_share() {
         .to_string_lossy()
         .into_owned();
     let via_dir = format!("dir-link\\{name}");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/escape.py");
-    let mut c = Command::new(python());
-    c.arg(&script)
-        .args(["--host", &srv.host, "--port", &srv.port.to_string()])
-        .args([
-            "--share",
-            &srv.share,
-            "--user",
-            &srv.user,
-            "--password",
-            &srv.password,
-        ])
-        .args([
+    let out = srv.python_script(
+        "escape.py",
+        &[
             "abs-link",
             "rel-link",
             via_dir.as_str(),
             "..\\..\\etc\\hostname",
             "a\\..\\..\\etc\\hostname",
-        ]);
-    let out = run_with_timeout(&mut c, None, Duration::from_secs(60));
+        ],
+        Duration::from_secs(60),
+    );
     assert!(out.success(), "a path left the share:\n{out}");
     assert_eq!(out.stdout.matches("REFUSED").count(), 5, "{out}");
     // The server keeps serving after the attempts.

@@ -1,12 +1,8 @@
 //! Supervisor and worker processes: ClientGUID routing and worker restart.
 
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use holdfast_tests::{
-    assert_smb_ok, peers_available, python, python_smbprotocol_available, run_with_timeout, Server,
-};
+use holdfast_tests::{assert_smb_ok, peers_available, python_smbprotocol_available, Server};
 
 /// Pids of the supervisor's child processes (its workers).
 fn workers_of(pid: u32) -> Vec<u32> {
@@ -23,6 +19,18 @@ fn workers_of(pid: u32) -> Vec<u32> {
     out
 }
 
+/// Waits for the supervisor to have `n` workers (they start after it listens).
+fn wait_workers(pid: u32, n: usize) -> Vec<u32> {
+    let t0 = Instant::now();
+    loop {
+        let w = workers_of(pid);
+        if w.len() == n || t0.elapsed() > Duration::from_secs(10) {
+            return w;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// With two workers, the second connection of a ClientGUID lands on the
 /// other worker (round robin) and must be passed to the first: only then
 /// can its PreviousSessionId close the session the first connection holds.
@@ -35,20 +43,8 @@ fn connections_of_one_client_guid_share_a_worker() {
     let Some(pid) = srv.pid() else {
         return; // external server
     };
-    assert_eq!(workers_of(pid).len(), 2, "want two workers");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/reconnect.py");
-    let mut c = Command::new(python());
-    c.arg(&script)
-        .args(["--host", &srv.host, "--port", &srv.port.to_string()])
-        .args([
-            "--share",
-            &srv.share,
-            "--user",
-            &srv.user,
-            "--password",
-            &srv.password,
-        ]);
-    let out = run_with_timeout(&mut c, None, Duration::from_secs(60));
+    assert_eq!(wait_workers(pid, 2).len(), 2, "want two workers");
+    let out = srv.python_script("reconnect.py", &[], Duration::from_secs(60));
     assert!(out.success(), "reconnect.py failed:\n{out}");
     assert!(out.stdout.contains("OK session reconnect"), "{out}");
     assert!(
@@ -68,7 +64,7 @@ fn killed_worker_is_restarted() {
     let Some(pid) = srv.pid() else {
         return;
     };
-    let before = workers_of(pid);
+    let before = wait_workers(pid, 2);
     assert_eq!(before.len(), 2, "want two workers: {before:?}");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(before[0] as i32),

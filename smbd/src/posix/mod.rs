@@ -14,7 +14,7 @@ pub use dos::{set_attributes, set_times, stat, DosInfo, DOS_XATTR};
 pub use errors::errno_to_status;
 pub use io::{allocate, fsync, read_at, reopen, set_size, write_at};
 pub use open::{open, CreateMode, DirMode, OpenRequest, Opened};
-pub use ops::{fchmod_mode, fchown, fs_stats, rename, resolve_case, unlink, FsStats};
+pub use ops::{fchmod_mode, fchown, fs_stats, may_delete, rename, resolve_case, unlink, FsStats};
 pub use share::{run_as, ShareRoot};
 
 #[cfg(test)]

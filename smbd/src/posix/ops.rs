@@ -21,6 +21,36 @@ pub fn unlink(root: &ShareRoot, rel: &Path, is_dir: bool) -> io::Result<()> {
     fs::unlinkat(parent_fd.as_fd(), name, is_dir)
 }
 
+/// Whether the calling thread's identity may remove `rel` (owned by
+/// `owner_uid`): it needs write and search permission on the parent directory
+/// and, in a sticky directory, must own the file or the directory. Root may.
+pub fn may_delete(root: &ShareRoot, rel: &Path, owner_uid: u32) -> io::Result<bool> {
+    let uid = super::share::current_uid();
+    if uid == 0 {
+        return Ok(true);
+    }
+    let Ok((parent, _)) = split(rel) else {
+        // The share root itself is never deletable.
+        return Ok(false);
+    };
+    let parent_fd = open_beneath(root.fd(), parent, libc::O_PATH | libc::O_DIRECTORY, 0)?;
+    use std::os::fd::AsRawFd;
+    let raw = parent_fd.as_raw_fd();
+    let writable = nix::unistd::faccessat(
+        Some(raw),
+        ".",
+        nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK,
+        nix::fcntl::AtFlags::AT_EACCESS,
+    )
+    .is_ok();
+    if !writable {
+        return Ok(false);
+    }
+    let st = nix::sys::stat::fstat(raw).map_err(io::Error::from)?;
+    let sticky = st.st_mode & libc::S_ISVTX != 0;
+    Ok(!sticky || uid == owner_uid || uid == st.st_uid)
+}
+
 /// Renames `from` to `to`, both inside the share. Without `replace` an
 /// existing target fails with EEXIST (atomically, RENAME_NOREPLACE).
 pub fn rename(root: &ShareRoot, from: &Path, to: &Path, replace: bool) -> io::Result<()> {

@@ -393,3 +393,64 @@ fn named_streams_live_in_xattrs() {
         .unwrap()
         .is_some());
 }
+
+/// DELETE needs a writable, searchable parent; in a sticky directory only the
+/// file's or the directory's owner may delete.
+#[test]
+fn may_delete_follows_parent_permissions_and_sticky_bit() {
+    if nix::unistd::geteuid().as_raw() != 0 {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let (t, root) = share();
+    let share_dir = t.path().join("share");
+    std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    for d in ["open", "closed", "sticky"] {
+        std::fs::create_dir(share_dir.join(d)).unwrap();
+        std::fs::write(share_dir.join(d).join("f"), b"x").unwrap();
+    }
+    std::fs::set_permissions(&share_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(
+        share_dir.join("open"),
+        std::fs::Permissions::from_mode(0o777),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        share_dir.join("closed"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        share_dir.join("sticky"),
+        std::fs::Permissions::from_mode(0o1777),
+    )
+    .unwrap();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let nobody = Identity {
+                uid: 65534,
+                gid: 65534,
+                groups: vec![],
+            };
+            run_as(&nobody, || {
+                assert!(may_delete(&root, Path::new("open/f"), 0).unwrap());
+                assert!(!may_delete(&root, Path::new("closed/f"), 0).unwrap());
+                assert!(
+                    !may_delete(&root, Path::new("sticky/f"), 0).unwrap(),
+                    "not the owner"
+                );
+                assert!(
+                    may_delete(&root, Path::new("sticky/f"), 65534).unwrap(),
+                    "owner"
+                );
+                assert!(
+                    !may_delete(&root, Path::new(""), 65534).unwrap(),
+                    "share root"
+                );
+            })
+            .unwrap();
+        });
+    });
+    // Root may always.
+    assert!(may_delete(&root, Path::new("closed/f"), 0).unwrap());
+}

@@ -1,8 +1,9 @@
 //! One client connection: framing, compound chains, credits, signing, dispatch.
 
+use super::channel::{Channel, Foreign, Forwarded};
 use super::credits::{self, CreditWindow};
 use super::files::Open;
-use super::pending::{AsyncWork, Pending, PendingTable, MAX_PENDING};
+use super::pending::{AsyncWork, Pending, PendingTable};
 use super::session::Session;
 use super::state::{ServerState, SessionClose};
 use crate::fsa::oplock::BreakNotice;
@@ -152,12 +153,29 @@ pub struct Connection {
     pub async_work: Option<AsyncWork>,
     done_tx: mpsc::UnboundedSender<AsyncDone>,
     done_rx: Option<mpsc::UnboundedReceiver<AsyncDone>>,
-    /// Other connections ask this one to close a session here (reconnect).
+    /// Other connections ask this one to close a session here (reconnect),
+    /// or to forget a channel whose session ended.
     pub close_tx: mpsc::UnboundedSender<SessionClose>,
     close_rx: Option<mpsc::UnboundedReceiver<SessionClose>>,
     /// Oplock breaks for this connection's opens, from the broker.
     break_tx: mpsc::UnboundedSender<BreakNotice>,
     break_rx: Option<mpsc::UnboundedReceiver<BreakNotice>>,
+    /// Sessions owned by other connections and bound here (multichannel).
+    pub channels: HashMap<u64, Channel>,
+    /// Other channels of sessions owned here forward their requests here.
+    pub fwd_tx: mpsc::UnboundedSender<Forwarded>,
+    fwd_rx: Option<mpsc::UnboundedReceiver<Forwarded>>,
+    /// This connection's writer queue (for responses produced elsewhere).
+    pub out_tx: Option<mpsc::UnboundedSender<BytesMut>>,
+    /// Set while processing a chain forwarded by another channel.
+    pub foreign: Option<Foreign>,
+    /// Key (and algorithm) of a session owned elsewhere that verified the
+    /// current request; its response is signed with it.
+    pub global_sign: Option<(Vec<u8>, SigningAlgorithm)>,
+    /// When the connection started, for the unauthenticated time limit.
+    pub started: std::time::Instant,
+    /// True once a session setup has completed on this connection.
+    pub authenticated: bool,
 }
 
 impl Connection {
@@ -165,12 +183,14 @@ impl Connection {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let (close_tx, close_rx) = mpsc::unbounded_channel();
         let (break_tx, break_rx) = mpsc::unbounded_channel();
+        let (fwd_tx, fwd_rx) = mpsc::unbounded_channel();
+        let max_credits = u64::from(st.config.global.limits.max_credits);
         Connection {
             st,
             peer,
             conn_id,
             neg: Negotiated::default(),
-            credits: CreditWindow::new(),
+            credits: CreditWindow::with_max(max_credits),
             preauth: PreauthHash::new(),
             sessions: HashMap::new(),
             opens: HashMap::new(),
@@ -187,6 +207,14 @@ impl Connection {
             close_rx: Some(close_rx),
             break_tx,
             break_rx: Some(break_rx),
+            channels: HashMap::new(),
+            fwd_tx,
+            fwd_rx: Some(fwd_rx),
+            out_tx: None,
+            foreign: None,
+            global_sign: None,
+            started: std::time::Instant::now(),
+            authenticated: false,
         }
     }
 
@@ -235,8 +263,16 @@ impl Connection {
         let (frame_tx, frame_rx) = mpsc::channel(4);
         let (out_tx, out_rx) = mpsc::unbounded_channel();
         let reader = read_frames(rd, max_frame.clone(), frame_tx);
-        let writer = write_frames(wr, out_rx);
-        let main = self.request_loop(frame_rx, out_tx, max_frame);
+        // Other channels hold clones of `out_tx` to answer requests they
+        // forwarded, so the writer stops on `done`, not when senders are gone.
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        let writer = write_frames(wr, out_rx, done_rx);
+        let main = async {
+            let why = self.request_loop(frame_rx, out_tx, max_frame).await;
+            self.out_tx = None;
+            let _ = done_tx.send(());
+            why
+        };
         let work = async {
             let (why, ()) = tokio::join!(main, writer);
             why
@@ -255,25 +291,55 @@ impl Connection {
         out: mpsc::UnboundedSender<BytesMut>,
         max_frame: Arc<AtomicUsize>,
     ) -> String {
-        let (Some(mut done_rx), Some(mut close_rx), Some(mut break_rx)) = (
+        let (Some(mut done_rx), Some(mut close_rx), Some(mut break_rx), Some(mut fwd_rx)) = (
             self.done_rx.take(),
             self.close_rx.take(),
             self.break_rx.take(),
+            self.fwd_rx.take(),
         ) else {
             return "connection served twice".into();
         };
+        self.out_tx = Some(out.clone());
+        let limit = self.st.config.global.limits.unauth_timeout_secs;
+        // Counted from the accept, so time spent routing the connection counts.
+        let unauth_deadline = tokio::time::sleep_until(
+            tokio::time::Instant::from_std(self.started)
+                + if limit == 0 {
+                    std::time::Duration::from_secs(u64::from(u32::MAX))
+                } else {
+                    std::time::Duration::from_secs(limit)
+                },
+        );
+        tokio::pin!(unauth_deadline);
         loop {
             let resp = tokio::select! {
                 // A close asked for by a reconnect goes first, so that requests
                 // arriving after the reconnect's response see the session gone.
                 biased;
                 Some(close) = close_rx.recv() => {
-                    info!(sid = close.sid, "session closed by a reconnect elsewhere");
-                    self.drop_session(close.sid, true).await;
-                    if let Some(done) = close.done {
-                        let _ = done.send(());
+                    match close {
+                        SessionClose::Channel(sid) => {
+                            if self.channels.remove(&sid).is_some() {
+                                info!(sid, "channel dropped: its session ended elsewhere");
+                            }
+                        }
+                        SessionClose::Session { sid, done } => {
+                            info!(sid, "session closed by a reconnect elsewhere");
+                            self.drop_session(sid, true).await;
+                            if let Some(done) = done {
+                                let _ = done.send(());
+                            }
+                        }
                     }
                     None
+                }
+                Some(f) = fwd_rx.recv() => {
+                    self.process_forwarded(f).await;
+                    None
+                }
+                () = &mut unauth_deadline, if limit != 0 && !self.authenticated => {
+                    warn!(limit_secs = limit, "no session setup completed in time; disconnecting");
+                    return "unauthenticated too long".into();
                 }
                 f = frames.recv() => match f {
                     Some(Ok(buf)) => match self.process_frame(buf).await {
@@ -308,12 +374,16 @@ impl Connection {
     /// 4-byte transport header), None for no response, or Err to disconnect.
     async fn process_frame(&mut self, buf: Vec<u8>) -> Result<Option<BytesMut>, String> {
         let out = self.process_frame_inner(buf).await;
-        // Sessions logged off in this frame go once their replies are signed and sealed.
+        self.finish_logoffs();
+        out
+    }
+
+    /// Sessions logged off in the last chain go once their replies are signed and sealed.
+    pub fn finish_logoffs(&mut self) {
         for sid in std::mem::take(&mut self.logged_off) {
             self.sessions.remove(&sid);
             self.st.unregister_session(sid);
         }
-        out
     }
 
     async fn process_frame_inner(&mut self, buf: Vec<u8>) -> Result<Option<BytesMut>, String> {
@@ -337,6 +407,12 @@ impl Connection {
             .get(&sid)
             .and_then(|s| s.keys.as_ref())
             .map(|k| k.decrypt_client_out.clone())
+            .or_else(|| {
+                self.channels
+                    .get(&sid)
+                    .filter(|c| c.key().is_some())
+                    .map(|c| c.target.keys.decrypt_client_out.clone())
+            })
             .filter(|k| !k.is_empty())
             .ok_or_else(|| format!("encrypted message for unknown session {sid:#x}"))?;
         let (_, plain) = crypto::decrypt_message(cipher, &key, buf)
@@ -356,6 +432,15 @@ impl Connection {
     /// Wraps a response chain in a transform header with the session's key.
     pub fn encrypt_for(&mut self, sid: u64, plain: &[u8]) -> Result<BytesMut, String> {
         let cipher = self.neg.cipher.ok_or("no cipher")?;
+        if !self.sessions.contains_key(&sid) {
+            if let Some(c) = self.channels.get_mut(&sid) {
+                let key = c.target.keys.encrypt_server_out.clone();
+                let nonce = c.next_nonce(cipher.nonce_len());
+                return Ok(BytesMut::from(
+                    &crypto::encrypt_message(cipher, &key, sid, &nonce, plain)[..],
+                ));
+            }
+        }
         let sess = self
             .sessions
             .get_mut(&sid)
@@ -372,7 +457,7 @@ impl Connection {
     }
 
     /// Processes a chain of (possibly compounded) SMB2 requests.
-    async fn process_chain(&mut self, buf: &[u8]) -> Result<Option<BytesMut>, String> {
+    pub async fn process_chain(&mut self, buf: &[u8]) -> Result<Option<BytesMut>, String> {
         self.process_chain_from(buf, ChainState::default()).await
     }
 
@@ -384,6 +469,24 @@ impl Connection {
     ) -> Result<Option<BytesMut>, String> {
         let bounds = crate::wire::frame::split_compound(buf)
             .map_err(|e| format!("bad compound chain: {e}"))?;
+        let max_compound = self.st.config.global.limits.max_compound;
+        if bounds.len() > max_compound {
+            // No status can answer a chain the server will not parse: like
+            // a credit violation, it ends the connection.
+            warn!(
+                requests = bounds.len(),
+                limit = max_compound,
+                "compound chain too long"
+            );
+            return Err(format!("compound chain of {} requests", bounds.len()));
+        }
+        if state.next == 0
+            && self.foreign.is_none()
+            && !self.channels.is_empty()
+            && self.try_forward(buf, &bounds)?
+        {
+            return Ok(None);
+        }
         let mut out = BytesMut::new();
         let ChainState {
             next: first,
@@ -409,7 +512,9 @@ impl Connection {
             let related = hdr.is_related();
             // Credits: every request but CANCEL consumes its charge.
             let cmd = hdr.cmd();
-            if cmd != Some(Command::Cancel) && !self.consume_credits(&hdr) {
+            self.global_sign = None;
+            if cmd != Some(Command::Cancel) && self.foreign.is_none() && !self.consume_credits(&hdr)
+            {
                 return Err(format!(
                     "message id {} outside the credit window",
                     hdr.message_id
@@ -542,8 +647,9 @@ impl Connection {
         if !last {
             return Err(NtStatus::INTERNAL_ERROR);
         }
-        if self.pending.len() >= MAX_PENDING {
-            warn!(limit = MAX_PENDING, "too many pending requests");
+        let max_async = self.st.config.global.limits.max_async;
+        if self.pending.len() >= max_async {
+            warn!(limit = max_async, "too many pending requests");
             return Err(NtStatus::INSUFFICIENT_RESOURCES);
         }
         let async_id = self.pending.next_async_id();
@@ -581,6 +687,7 @@ impl Connection {
             kind,
             file,
             encrypted,
+            route: self.foreign.as_ref().map(|f| f.route.clone()),
             gate,
             abort: Some(task.abort_handle()),
             redo,
@@ -591,10 +698,11 @@ impl Connection {
     /// CANCEL: ends the pending request it names with STATUS_CANCELLED. A
     /// request that is not (or no longer) pending is ignored.
     fn cancel_request(&mut self, hdr: &Header) {
+        let origin = self.foreign.as_ref().map(|f| f.route.conn_id);
         let id = if hdr.is_async() {
             Some(hdr.async_id()).filter(|id| self.pending.get(*id).is_some())
         } else {
-            self.pending.by_message_id(hdr.message_id)
+            self.pending.by_message_id(hdr.message_id, origin)
         };
         match id {
             Some(id) => self.end_pending(id, NtStatus::CANCELLED),
@@ -765,6 +873,16 @@ impl Connection {
     fn send_final(&mut self, p: &Pending, reply: Reply) {
         let mut out = BytesMut::new();
         let saved = std::mem::replace(&mut self.encrypted_chain, p.encrypted);
+        // A request that came through another channel is answered there,
+        // signed with that channel's key.
+        let saved_foreign = std::mem::replace(
+            &mut self.foreign,
+            p.route.clone().map(|route| Foreign {
+                route,
+                grants: Vec::new(),
+                next: 0,
+            }),
+        );
         self.finish_reply(
             &p.req,
             reply,
@@ -774,6 +892,7 @@ impl Connection {
             &mut out,
         );
         self.encrypted_chain = saved;
+        self.foreign = saved_foreign;
         let frame = match p.encrypted {
             Some(sid) => match self.encrypt_for(sid, &out) {
                 Ok(f) => f,
@@ -784,10 +903,15 @@ impl Connection {
             },
             None => out,
         };
-        self.outbox.push(frame);
+        match &p.route {
+            Some(r) => {
+                let _ = r.out.send(frame);
+            }
+            None => self.outbox.push(frame),
+        }
     }
 
-    fn consume_credits(&mut self, hdr: &Header) -> bool {
+    pub fn consume_credits(&mut self, hdr: &Header) -> bool {
         let charge = if self.neg.dialect >= 0x0210 {
             hdr.credit_charge
         } else {
@@ -797,14 +921,22 @@ impl Connection {
     }
 
     /// Verifies a request's signature, and that a session requiring signing got one.
-    fn check_signature(&self, hdr: &Header, msg: &[u8]) -> Result<(), NtStatus> {
+    fn check_signature(&mut self, hdr: &Header, msg: &[u8]) -> Result<(), NtStatus> {
         let cmd = hdr.cmd();
-        if matches!(cmd, Some(Command::Negotiate)) || self.encrypted_chain.is_some() {
+        if matches!(cmd, Some(Command::Negotiate)) {
             return Ok(());
         }
         let Some(sess) = self.sessions.get(&hdr.session_id) else {
+            // A channel here of a session owned elsewhere, or a session
+            // setup naming such a session.
+            if self.foreign.is_none() {
+                self.global_sign = self.check_channel_request(hdr, msg)?;
+            }
             return Ok(());
         };
+        if self.encrypted_chain.is_some() {
+            return Ok(());
+        }
         let tree_encrypts = sess.trees.get(&hdr.tree_id()).is_some_and(|t| t.encrypt)
             && !matches!(
                 cmd,
@@ -824,6 +956,10 @@ impl Connection {
                 "unencrypted request on a session that requires encryption"
             );
             return Err(NtStatus::ACCESS_DENIED);
+        }
+        if self.foreign.is_some() {
+            // The channel it arrived on verified the signature.
+            return Ok(());
         }
         if hdr.is_signed() {
             let (Some(key), Some(alg)) = (sess.signing_key(), self.neg.signing) else {
@@ -865,6 +1001,9 @@ impl Connection {
         // Credits go with the interim response of an async request, none with its final one.
         let granted = if req.cmd() == Some(Command::Cancel) || matches!(kind, ReplyKind::Final(_)) {
             0
+        } else if let Some(f) = self.foreign.as_mut() {
+            // The channel the request came on granted these.
+            f.take_grant()
         } else {
             self.credits.grant(want)
         };
@@ -901,18 +1040,70 @@ impl Connection {
             buf[offsets::NEXT_COMMAND..offsets::NEXT_COMMAND + 4]
                 .copy_from_slice(&next.to_le_bytes());
         }
-        if self.should_sign(req, &h) {
-            if let Some((key, alg)) = self
-                .sessions
-                .get(&h.session_id)
-                .and_then(|s| s.signing_key())
-                .zip(self.neg.signing)
-            {
-                crypto::sign_message(alg, key, &mut buf);
-            }
+        if let Some((key, alg)) = self.reply_signing_key(req, &h) {
+            crypto::sign_message(alg, &key, &mut buf);
+        } else if req.is_signed()
+            && NtStatus(h.status) == NtStatus::USER_SESSION_DELETED
+            && self.encrypted_chain.is_none()
+        {
+            // Clients skip the signature check for this status but a client
+            // that signs wants the flag (MS-SMB2 3.3.4.1.1 has no key here).
+            let flags = h.flags | header::FLAGS_SIGNED;
+            buf[offsets::FLAGS..offsets::FLAGS + 4].copy_from_slice(&flags.to_le_bytes());
         }
         self.note_response(req.cmd(), NtStatus(h.status), h.session_id, &buf);
         out.put_slice(&buf);
+    }
+
+    /// The key and algorithm a response is signed with, if it is signed.
+    fn reply_signing_key(
+        &self,
+        req: &Header,
+        resp: &Header,
+    ) -> Option<(Vec<u8>, SigningAlgorithm)> {
+        if self.encrypted_chain.is_some() {
+            return None;
+        }
+        if self.sessions.contains_key(&resp.session_id) {
+            if !self.should_sign(req, resp) {
+                return None;
+            }
+            if let Some(f) = &self.foreign {
+                return Some((f.route.key.clone(), f.route.alg));
+            }
+            let key = self.sessions.get(&resp.session_id)?.signing_key()?;
+            return Some((key.to_vec(), self.neg.signing?));
+        }
+        if let Some(k) = &self.global_sign {
+            // A binding request (or a request for a session owned
+            // elsewhere) verified with the session key: so is its answer.
+            if req.cmd() != Some(Command::SessionSetup) {
+                return Some(k.clone());
+            }
+            {
+                let bound = self
+                    .channels
+                    .get(&resp.session_id)
+                    .and_then(|c| c.key().map(|key| key.to_vec()));
+                return match bound {
+                    // The binding just completed: the channel key proves it.
+                    Some(key) if NtStatus(resp.status) == NtStatus::SUCCESS => {
+                        Some((key, self.neg.signing?))
+                    }
+                    _ => Some(k.clone()),
+                };
+            }
+        }
+        let c = self.channels.get(&resp.session_id)?;
+        let key = c.key()?;
+        let status = NtStatus(resp.status);
+        let sign = if req.cmd() == Some(Command::SessionSetup) {
+            req.is_signed() || status == NtStatus::SUCCESS
+        } else {
+            status != NtStatus::PENDING && (req.is_signed() || c.target.signing_required)
+        };
+        sign.then(|| (key.to_vec(), self.neg.signing))
+            .and_then(|(k, a)| Some((k, a?)))
     }
 
     fn should_sign(&self, req: &Header, resp: &Header) -> bool {
@@ -1018,6 +1209,15 @@ impl Connection {
             self.st.unregister_session(*sid);
         }
         self.sessions.clear();
+        for (sid, c) in self.channels.drain() {
+            if c.key().is_some() {
+                self.st.remove_channel(sid, self.conn_id);
+                info!(
+                    sid,
+                    "channel closed; the session stays on its other connections"
+                );
+            }
+        }
     }
 
     /// Deletes a session with its opens and pipes (failed reauthentication,
@@ -1141,8 +1341,32 @@ async fn read_frames<R: AsyncRead + Unpin>(
 
 /// Owns the write half: sends each finished frame with its transport header,
 /// until every sender is gone (everything queued is flushed first).
-async fn write_frames<W: AsyncWrite + Unpin>(mut wr: W, mut rx: mpsc::UnboundedReceiver<BytesMut>) {
-    while let Some(frame) = rx.recv().await {
+async fn write_frames<W: AsyncWrite + Unpin>(
+    mut wr: W,
+    mut rx: mpsc::UnboundedReceiver<BytesMut>,
+    mut done: tokio::sync::oneshot::Receiver<()>,
+) {
+    let mut stopping = false;
+    loop {
+        let frame = if stopping {
+            // The request loop ended: send what is queued, then stop.
+            match rx.try_recv() {
+                Ok(f) => f,
+                Err(_) => break,
+            }
+        } else {
+            tokio::select! {
+                biased;
+                f = rx.recv() => match f {
+                    Some(f) => f,
+                    None => break,
+                },
+                _ = &mut done => {
+                    stopping = true;
+                    continue;
+                }
+            }
+        };
         let hdr = crate::wire::frame::frame_header(frame.len());
         if let Err(e) = async {
             wr.write_all(&hdr).await?;

@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 
-/// Most credits a client may hold at once.
+/// Most credits a client may hold at once by default ("smb2 max credits").
 pub const MAX_CREDITS: u64 = 8192;
 
 /// The server's view of which message ids are still usable on one connection.
@@ -13,6 +13,8 @@ pub struct CreditWindow {
     /// used[i] tells whether id `low + i` has been consumed; ids at or beyond
     /// `low + used.len()` have not been granted.
     used: VecDeque<bool>,
+    /// Most credits outstanding at once.
+    max: u64,
 }
 
 impl Default for CreditWindow {
@@ -24,9 +26,18 @@ impl Default for CreditWindow {
 impl CreditWindow {
     /// A new connection may send message id 0 only.
     pub fn new() -> Self {
+        Self::with_max(MAX_CREDITS)
+    }
+
+    /// A new window that never lets the client hold more than `max` credits.
+    pub fn with_max(max: u64) -> Self {
         let mut used = VecDeque::new();
         used.push_back(false);
-        CreditWindow { low: 0, used }
+        CreditWindow {
+            low: 0,
+            used,
+            max: max.max(1),
+        }
     }
 
     /// Credits granted and not yet used.
@@ -63,9 +74,9 @@ impl CreditWindow {
     }
 
     /// Grants up to `want` more credits, keeping the total outstanding within
-    /// MAX_CREDITS. Returns how many were granted.
+    /// the window's maximum. Returns how many were granted.
     pub fn grant(&mut self, want: u16) -> u16 {
-        let room = MAX_CREDITS.saturating_sub(self.outstanding());
+        let room = self.max.saturating_sub(self.outstanding());
         let n = u64::from(want).min(room);
         for _ in 0..n {
             self.used.push_back(false);
@@ -114,6 +125,16 @@ mod tests {
         let mut w = CreditWindow::new();
         assert_eq!(w.grant(u16::MAX), (MAX_CREDITS - 1) as u16);
         assert_eq!(w.grant(5), 0);
+    }
+
+    #[test]
+    fn configured_maximum() {
+        let mut w = CreditWindow::with_max(16);
+        assert!(w.consume(0, 1));
+        assert_eq!(w.grant(100), 16);
+        assert_eq!(w.grant(1), 0, "already at the limit");
+        assert!(w.consume(1, 4));
+        assert_eq!(w.grant(100), 4, "used credits can be granted again");
     }
 
     #[test]

@@ -206,6 +206,14 @@ impl Connection {
             return self.durable_reconnect(ctx, &req, ask).await;
         }
         validate_create(&req)?;
+        let max_opens = self.st.config.global.limits.max_opens_per_session;
+        if self.opens.len() >= max_opens {
+            let sid = ctx.hdr.session_id;
+            if self.opens.values().filter(|o| o.session_id == sid).count() >= max_opens {
+                warn!(sid, limit = max_opens, "too many opens on this session");
+                return Err(NtStatus::TOO_MANY_OPENED_FILES);
+            }
+        }
         let parsed = names::smb_path_to_components(&req.name)?;
         if let Some(stream) = parsed.stream.clone() {
             let c = super::streams::StreamCreate {
@@ -317,13 +325,35 @@ impl Connection {
                     _ if overwrite && is_dir => return Err(NtStatus::INVALID_PARAMETER),
                     _ => {}
                 }
+                // DELETE is the parent directory's to grant (write and search,
+                // sticky rule): checked here so that a delete-on-close the file
+                // system would refuse fails at open instead of silently at
+                // close (an anonymous reauth made smbtorture reauth5 loop).
+                let deleting = max_allowed
+                    || want & access::DELETE != 0
+                    || opts & options::DELETE_ON_CLOSE != 0;
+                let may_delete = if deleting {
+                    let (root, p, owner) = (share.clone(), rel.clone(), meta.uid);
+                    fs(identity.clone(), move || match root.root.as_ref() {
+                        Some(r) => posix::may_delete(r, &p, owner),
+                        None => Ok(false),
+                    })
+                    .await?
+                } else {
+                    true
+                };
+                if !may_delete
+                    && (want & access::DELETE != 0 || opts & options::DELETE_ON_CLOSE != 0)
+                {
+                    return Err(NtStatus::ACCESS_DENIED);
+                }
                 if max_allowed {
                     want |= crate::fsa::security::maximal_access(
                         identity.uid,
                         &identity.groups,
                         &meta,
                         identity.uid == 0,
-                        true,
+                        may_delete,
                     );
                 }
                 if overwrite {

@@ -2,6 +2,7 @@
 //! signing. It speaks MS-SMB2 above and MS-FSA (crate::fsa) below.
 
 pub mod auth;
+pub mod channel;
 pub mod conn;
 pub mod credits;
 pub mod crypto;
@@ -9,6 +10,7 @@ pub mod durable;
 pub mod files;
 pub mod ipc;
 pub mod keeper;
+pub mod limits;
 pub mod listen;
 pub mod negotiate;
 pub mod notify;

@@ -57,6 +57,12 @@ impl Connection {
         if large {
             caps |= neg::GLOBAL_CAP_LARGE_MTU;
         }
+        if dialect >= 0x0300
+            && dialect != SMB2_WILDCARD_DIALECT
+            && self.st.config.global.server_multi_channel_support
+        {
+            caps |= neg::GLOBAL_CAP_MULTI_CHANNEL;
+        }
         NegotiateResponse {
             security_mode: self.server_security_mode(),
             dialect,
@@ -275,6 +281,12 @@ impl Connection {
             Some(Command::SessionSetup) if status == NtStatus::MORE_PROCESSING_REQUIRED => {
                 if let Some(s) = self.sessions.get_mut(&session_id) {
                     s.preauth.update(bytes);
+                } else if let Some(crate::server::channel::Channel {
+                    state: crate::server::channel::ChannelState::Binding { preauth, .. },
+                    ..
+                }) = self.channels.get_mut(&session_id)
+                {
+                    preauth.update(bytes);
                 }
             }
             _ => {}
@@ -283,11 +295,19 @@ impl Connection {
 
     pub async fn session_setup(&mut self, ctx: &mut Ctx<'_>) -> Result<Reply, NtStatus> {
         let req = SessionSetupRequest::decode(ctx.msg).map_err(|_| NtStatus::INVALID_PARAMETER)?;
+        if let Some(left) = self.logon_blocked() {
+            warn!(peer = %self.peer, secs_left = left.as_secs(), "session setup refused: too many failed logons from this address");
+            return Err(NtStatus::ACCOUNT_LOCKED_OUT);
+        }
         if req.flags & crate::wire::session::SESSION_FLAG_BINDING != 0 {
-            // Session binding (multichannel) arrives with a later issue.
-            return Err(NtStatus::REQUEST_NOT_ACCEPTED);
+            return self.session_bind(ctx, &req).await;
         }
         let sid = if ctx.hdr.session_id == 0 {
+            let max = self.st.config.global.limits.max_sessions_per_conn;
+            if self.sessions.len() >= max {
+                warn!(peer = %self.peer, limit = max, "too many sessions on this connection");
+                return Err(NtStatus::INSUFFICIENT_RESOURCES);
+            }
             let id = self.st.next_id();
             let ntlm = NtlmServer::new(self.st.target.clone());
             self.sessions
@@ -384,6 +404,9 @@ impl Connection {
                 let name = user.name.clone();
                 sess.user = Some(user);
                 sess.state = SessionState::Valid;
+                if !outcome.anonymous {
+                    self.note_logon_success();
+                }
                 self.session_valid(sid, &name, req.previous_session_id)
                     .await;
                 SessionSetupResponse {
@@ -423,6 +446,9 @@ impl Connection {
                 }
                 // A failed reauthentication deletes the session too (smbtorture reauth6).
                 warn!(user = %name, domain = %domain.unwrap_or_default(), peer = %self.peer, reauth, ?status, "logon failed");
+                if status == NtStatus::LOGON_FAILURE {
+                    self.note_logon_failure();
+                }
                 self.drop_session(sid, false).await;
                 Err(status)
             }
@@ -446,7 +472,7 @@ impl Connection {
                     // Wait until its durable opens are disconnected, so that
                     // a durable reconnect right after this response finds them.
                     let (done, wait) = tokio::sync::oneshot::channel();
-                    let close = crate::server::state::SessionClose {
+                    let close = crate::server::state::SessionClose::Session {
                         sid: previous,
                         done: Some(done),
                     };
@@ -457,14 +483,70 @@ impl Connection {
                 None => {}
             }
         }
+        self.authenticated = true;
+        let Some(sess) = self.sessions.get(&sid) else {
+            return;
+        };
+        let keys = sess.keys.clone().unwrap_or(crypto::SessionKeys {
+            signing: Vec::new(),
+            encrypt_server_out: Vec::new(),
+            decrypt_client_out: Vec::new(),
+            application: Vec::new(),
+        });
+        let can_bind = sess.user.as_ref().is_some_and(|u| !u.guest && !u.anonymous)
+            && !keys.signing.is_empty();
+        let bind = Arc::new(crate::server::state::BindTarget {
+            dialect: self.neg.dialect,
+            signing: self.neg.signing.unwrap_or(SigningAlgorithm::HmacSha256),
+            cipher: self.neg.cipher,
+            keys,
+            user: user.to_string(),
+            can_bind,
+            signing_required: sess.signing_required,
+            encrypt_data: sess.encrypt_data,
+            forward: self.fwd_tx.clone(),
+        });
         self.st.register_session(
             sid,
             crate::server::state::SessionEntry {
                 conn_id: self.conn_id,
                 user: user.to_string(),
                 close_tx: self.close_tx.clone(),
+                bind,
+                channels: Vec::new(),
             },
         );
+    }
+
+    /// How much longer this client's address is refused after failed logons.
+    fn logon_blocked(&self) -> Option<std::time::Duration> {
+        let mut t = self.st.logons.lock().ok()?;
+        t.blocked(self.peer.ip(), std::time::Instant::now())
+    }
+
+    /// Counts a failed logon against this client's address.
+    pub fn note_logon_failure(&self) {
+        let l = &self.st.config.global.limits;
+        let Ok(mut t) = self.st.logons.lock() else {
+            return;
+        };
+        let r = t.failed(
+            self.peer.ip(),
+            std::time::Instant::now(),
+            l.failed_logon_limit,
+            std::time::Duration::from_secs(l.failed_logon_window_secs),
+            std::time::Duration::from_secs(l.failed_logon_lockout_secs),
+        );
+        if let crate::server::limits::Failure::Blocked(d) = r {
+            warn!(peer = %self.peer.ip(), failures = l.failed_logon_limit, lockout_secs = d.as_secs(), "address blocked after repeated failed logons");
+        }
+    }
+
+    /// A successful logon forgets this address's failures.
+    pub fn note_logon_success(&self) {
+        if let Ok(mut t) = self.st.logons.lock() {
+            t.succeeded(self.peer.ip());
+        }
     }
 
     fn user_unknown(&self, name: &str) -> bool {

@@ -16,10 +16,6 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
-/// Most requests one connection may have pending; beyond it the server
-/// answers STATUS_INSUFFICIENT_RESOURCES (MS-SMB2 3.3.4.2 allows this).
-pub const MAX_PENDING: usize = 512;
-
 /// What a pending request is waiting for; decides the status it ends with
 /// when its handle goes away.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,6 +151,9 @@ pub struct Pending {
     pub file: Option<u64>,
     /// Session whose key encrypted the request (the final response is encrypted too).
     pub encrypted: Option<u64>,
+    /// Set when the request came through another channel of the session:
+    /// the final response goes there.
+    pub route: Option<super::channel::Route>,
     pub gate: Gate,
     /// Stops the task once the request was cancelled.
     pub abort: Option<tokio::task::AbortHandle>,
@@ -202,11 +201,13 @@ impl PendingTable {
         self.by_async.remove(&async_id)
     }
 
-    /// The AsyncId of the pending request with this MessageId (sync CANCEL).
-    pub fn by_message_id(&self, mid: u64) -> Option<u64> {
+    /// The AsyncId of the pending request with this MessageId (sync
+    /// CANCEL), among those that arrived on connection `origin` (None: this
+    /// one); message ids are per connection.
+    pub fn by_message_id(&self, mid: u64, origin: Option<u64>) -> Option<u64> {
         self.by_async
             .values()
-            .find(|p| p.req.message_id == mid)
+            .find(|p| p.req.message_id == mid && p.route.as_ref().map(|r| r.conn_id) == origin)
             .map(|p| p.async_id)
     }
 
@@ -248,6 +249,7 @@ mod tests {
             kind: PendingKind::Lock,
             file: Some(file),
             encrypted: None,
+            route: None,
             gate: Gate::default(),
             abort: None,
             redo: None,
@@ -263,8 +265,9 @@ mod tests {
         let b = pending(&mut t, 11, 2);
         let c = pending(&mut t, 12, 1);
         assert!(a != 0 && a != b && b != c && a != c);
-        assert_eq!(t.by_message_id(11), Some(b));
-        assert_eq!(t.by_message_id(99), None);
+        assert_eq!(t.by_message_id(11, None), Some(b));
+        assert_eq!(t.by_message_id(99, None), None);
+        assert_eq!(t.by_message_id(11, Some(7)), None, "another channel's ids");
         assert_eq!(t.ids_where(|p| p.file == Some(1)), vec![a, c]);
         assert!(t.remove(b).is_some());
         assert!(t.remove(b).is_none());

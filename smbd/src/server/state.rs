@@ -4,6 +4,8 @@ use crate::config::{Config, ShareConfig};
 use crate::fsa::broker::Broker;
 use crate::posix::ShareRoot;
 use crate::server::auth::TargetInfo;
+use crate::server::channel::Forwarded;
+use crate::server::crypto::{Cipher, SessionKeys, SigningAlgorithm};
 use crate::server::durable::DurableTable;
 use crate::server::keeper::KeeperLink;
 use crate::userdb::UserDb;
@@ -14,20 +16,50 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
-/// Asks a connection to close one of its sessions (a reconnect elsewhere);
-/// `done` fires once its opens are closed or, if durable, disconnected.
-pub struct SessionClose {
-    pub sid: u64,
-    pub done: Option<tokio::sync::oneshot::Sender<()>>,
+/// What another connection asks of this one through its close queue.
+#[derive(Debug)]
+pub enum SessionClose {
+    /// Close a session owned here (a reconnect elsewhere); `done` fires once
+    /// its opens are closed or, if durable, disconnected.
+    Session {
+        sid: u64,
+        done: Option<tokio::sync::oneshot::Sender<()>>,
+    },
+    /// Forget the channel this connection holds to `sid`: the session ended
+    /// on its owning connection.
+    Channel(u64),
 }
 
-/// Where a valid session lives, so a reconnect on any connection can close it.
+/// Where a valid session lives, so a reconnect on any connection can close it
+/// and another connection can bind a channel to it.
 pub struct SessionEntry {
     pub conn_id: u64,
     /// The authenticated user (empty for anonymous), compared on reconnect.
     pub user: String,
     /// The owning connection's queue of sessions to close.
     pub close_tx: mpsc::UnboundedSender<SessionClose>,
+    /// What a binding connection needs (MS-SMB2 3.3.5.5.2).
+    pub bind: Arc<BindTarget>,
+    /// Other connections bound to the session (Session.ChannelList minus the
+    /// owning connection), with their close queues.
+    pub channels: Vec<(u64, mpsc::UnboundedSender<SessionClose>)>,
+}
+
+/// The parts of a session a second channel checks and uses. The session's
+/// state (tree connects, opens) stays on its owning connection, which
+/// serves requests arriving on other channels through `forward`.
+pub struct BindTarget {
+    pub dialect: u16,
+    pub signing: SigningAlgorithm,
+    pub cipher: Option<Cipher>,
+    /// Empty for guest and anonymous sessions.
+    pub keys: SessionKeys,
+    pub user: String,
+    /// False for guest and anonymous sessions (NOT_SUPPORTED on binding).
+    pub can_bind: bool,
+    pub signing_required: bool,
+    pub encrypt_data: bool,
+    pub forward: mpsc::UnboundedSender<Forwarded>,
 }
 
 /// One exported share.
@@ -60,6 +92,8 @@ pub struct ServerState {
     pub durable: DurableTable,
     /// The handle keeper, when `holdfast keeper socket` names one.
     pub keeper: Option<KeeperLink>,
+    /// Failed logons per client address (rate limiting).
+    pub logons: Mutex<crate::server::limits::LogonThrottle>,
     next_id: AtomicU64,
     file_id_base: u64,
 }
@@ -115,6 +149,7 @@ impl ServerState {
             sessions: Mutex::new(HashMap::new()),
             durable: DurableTable::default(),
             keeper,
+            logons: Mutex::new(crate::server::limits::LogonThrottle::default()),
             next_id: AtomicU64::new(1),
             // A random base keeps the FileIds of a restarted worker clear of
             // the ones its predecessor handed out (the keeper may still hold
@@ -135,17 +170,22 @@ impl ServerState {
         self.file_id_base + self.next_id()
     }
 
-    /// Records (or updates) a valid session in the global table.
-    pub fn register_session(&self, sid: u64, entry: SessionEntry) {
+    /// Records (or updates, keeping its channels) a valid session in the
+    /// global table.
+    pub fn register_session(&self, sid: u64, mut entry: SessionEntry) {
         if let Ok(mut m) = self.sessions.lock() {
+            if let Some(old) = m.remove(&sid) {
+                entry.channels = old.channels;
+            }
             m.insert(sid, entry);
         }
     }
 
-    /// Forgets a session that is gone.
+    /// Forgets a session that is gone and tells its other channels.
     pub fn unregister_session(&self, sid: u64) {
-        if let Ok(mut m) = self.sessions.lock() {
-            m.remove(&sid);
+        let gone = self.sessions.lock().ok().and_then(|mut m| m.remove(&sid));
+        if let Some(e) = gone {
+            notify_channels(sid, &e);
         }
     }
 
@@ -156,11 +196,60 @@ impl ServerState {
         sid: u64,
         user: &str,
     ) -> Option<(u64, mpsc::UnboundedSender<SessionClose>)> {
-        let mut m = self.sessions.lock().ok()?;
-        if !m.get(&sid)?.user.eq_ignore_ascii_case(user) {
-            return None;
+        let e = {
+            let mut m = self.sessions.lock().ok()?;
+            if !m.get(&sid)?.user.eq_ignore_ascii_case(user) {
+                return None;
+            }
+            m.remove(&sid)?
+        };
+        notify_channels(sid, &e);
+        Some((e.conn_id, e.close_tx))
+    }
+
+    /// What a connection binding to `sid` checks and uses.
+    pub fn bind_target(&self, sid: u64) -> Option<Arc<BindTarget>> {
+        self.sessions.lock().ok()?.get(&sid).map(|e| e.bind.clone())
+    }
+
+    /// Adds connection `conn_id` as a channel of `sid`; false if the session
+    /// is gone.
+    pub fn add_channel(
+        &self,
+        sid: u64,
+        conn_id: u64,
+        close_tx: mpsc::UnboundedSender<SessionClose>,
+    ) -> bool {
+        let Ok(mut m) = self.sessions.lock() else {
+            return false;
+        };
+        match m.get_mut(&sid) {
+            Some(e) => {
+                e.channels.retain(|(c, _)| *c != conn_id);
+                e.channels.push((conn_id, close_tx));
+                true
+            }
+            None => false,
         }
-        m.remove(&sid).map(|e| (e.conn_id, e.close_tx))
+    }
+
+    /// Removes the channel of connection `conn_id` from `sid` (the
+    /// connection ended); the session lives on.
+    pub fn remove_channel(&self, sid: u64, conn_id: u64) {
+        if let Ok(mut m) = self.sessions.lock() {
+            if let Some(e) = m.get_mut(&sid) {
+                e.channels.retain(|(c, _)| *c != conn_id);
+            }
+        }
+    }
+
+    /// Number of channels of `sid` besides its owning connection.
+    pub fn channel_count(&self, sid: u64) -> usize {
+        self.sessions
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&sid).map(|e| e.channels.len()))
+            .unwrap_or(0)
     }
 
     /// Finds a share by name, case-insensitively.
@@ -169,6 +258,13 @@ impl ServerState {
             .iter()
             .find(|s| s.name.eq_ignore_ascii_case(name))
             .cloned()
+    }
+}
+
+/// Tells every other channel of a removed session to drop it.
+fn notify_channels(sid: u64, e: &SessionEntry) {
+    for (_, tx) in &e.channels {
+        let _ = tx.send(SessionClose::Channel(sid));
     }
 }
 
@@ -210,6 +306,99 @@ fn load_or_create_guid(dir: &Path) -> io::Result<[u8; 16]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn state() -> (tempfile::TempDir, ServerState) {
+        let d = tempfile::tempdir().unwrap();
+        let mut c = Config::default();
+        c.global.state_directory = d.path().to_path_buf();
+        c.shares.clear();
+        let st = ServerState::new(c).unwrap();
+        (d, st)
+    }
+
+    fn entry(
+        conn: u64,
+        user: &str,
+    ) -> (
+        SessionEntry,
+        mpsc::UnboundedReceiver<SessionClose>,
+        mpsc::UnboundedReceiver<Forwarded>,
+    ) {
+        let (close_tx, close_rx) = mpsc::unbounded_channel();
+        let (fwd_tx, fwd_rx) = mpsc::unbounded_channel();
+        let keys = crate::server::crypto::derive_session_keys(0x0302, &[3; 16], None, None);
+        let bind = Arc::new(BindTarget {
+            dialect: 0x0302,
+            signing: SigningAlgorithm::AesCmac,
+            cipher: None,
+            keys,
+            user: user.into(),
+            can_bind: true,
+            signing_required: false,
+            encrypt_data: false,
+            forward: fwd_tx,
+        });
+        let e = SessionEntry {
+            conn_id: conn,
+            user: user.into(),
+            close_tx,
+            bind,
+            channels: Vec::new(),
+        };
+        (e, close_rx, fwd_rx)
+    }
+
+    #[test]
+    fn channels_follow_the_session() {
+        let (_d, st) = state();
+        let (e, _close1, _fwd) = entry(1, "alice");
+        st.register_session(10, e);
+        assert!(st.bind_target(10).is_some());
+        assert!(st.bind_target(11).is_none());
+        let (c2_tx, mut c2_rx) = mpsc::unbounded_channel();
+        let (c3_tx, mut c3_rx) = mpsc::unbounded_channel();
+        assert!(st.add_channel(10, 2, c2_tx.clone()));
+        assert!(st.add_channel(10, 3, c3_tx));
+        assert!(
+            st.add_channel(10, 2, c2_tx),
+            "binding twice keeps one entry"
+        );
+        assert!(!st.add_channel(11, 2, mpsc::unbounded_channel().0));
+        assert_eq!(st.channel_count(10), 2);
+        // A reauthentication re-registers the session: its channels stay.
+        let (e, _close1b, _fwdb) = entry(1, "alice");
+        st.register_session(10, e);
+        assert_eq!(st.channel_count(10), 2);
+        // A channel's connection ends: the session lives on.
+        st.remove_channel(10, 3);
+        assert_eq!(st.channel_count(10), 1);
+        assert!(st.bind_target(10).is_some());
+        // The session ends: the remaining channel is told, the gone one not.
+        st.unregister_session(10);
+        assert!(matches!(c2_rx.try_recv(), Ok(SessionClose::Channel(10))));
+        assert!(c3_rx.try_recv().is_err());
+        assert!(st.bind_target(10).is_none());
+    }
+
+    #[test]
+    fn reconnect_takes_only_the_same_users_session_and_tells_channels() {
+        let (_d, st) = state();
+        let (e, _c, _f) = entry(1, "alice");
+        st.register_session(20, e);
+        let (c2_tx, mut c2_rx) = mpsc::unbounded_channel();
+        assert!(st.add_channel(20, 2, c2_tx));
+        assert!(
+            st.take_session_of(20, "bob").is_none(),
+            "another user's session"
+        );
+        assert!(st.bind_target(20).is_some());
+        let (conn, _) = st
+            .take_session_of(20, "ALICE")
+            .expect("same user, any case");
+        assert_eq!(conn, 1);
+        assert!(matches!(c2_rx.try_recv(), Ok(SessionClose::Channel(20))));
+        assert!(st.take_session_of(20, "alice").is_none(), "already taken");
+    }
 
     #[test]
     fn guid_persists() {

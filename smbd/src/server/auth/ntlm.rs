@@ -446,6 +446,12 @@ impl NtlmServer {
         if auth.nt_response.len() < 16 + BLOB_FIXED_LEN {
             return fail_user(NtStatus::INVALID_PARAMETER, user, domain);
         }
+        // A client challenge whose AV pair list does not parse is malformed,
+        // not a wrong password (MS-NLMP 2.2.2.7; smbtorture ntlmssp_bug14932).
+        let Ok(av) = decode_av_pairs(auth.nt_response.get(16 + BLOB_FIXED_LEN..).unwrap_or(&[]))
+        else {
+            return fail_user(NtStatus::INVALID_PARAMETER, user, domain);
+        };
         let Some(hash) = lookup(user, domain) else {
             return fail_user(NtStatus::LOGON_FAILURE, user, domain);
         };
@@ -488,7 +494,6 @@ impl NtlmServer {
         };
 
         // MIC (MS-NLMP 3.2.5.1.2), present when MsvAvFlags says so.
-        let av = decode_av_pairs(blob.get(BLOB_FIXED_LEN..).unwrap_or(&[])).unwrap_or_default();
         let av_flags = av
             .iter()
             .find(|p| p.id == n::AV_FLAGS)

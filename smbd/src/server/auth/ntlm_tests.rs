@@ -482,6 +482,40 @@ fn ntlmv1_refused() {
     ));
 }
 
+/// An NTLMv2 response whose client challenge has a malformed AV pair list
+/// (the "net diag" blob of smbtorture ntlmssp_bug14932) is a bad parameter,
+/// decided before any password check.
+#[test]
+fn ntlmv2_malformed_av_pairs_invalid_parameter() {
+    let mut nt = vec![0xab; 16];
+    nt.extend_from_slice(&[1, 1, 0, 0, 0, 0, 0, 0]);
+    nt.extend_from_slice(&[0x3f; 8]);
+    nt.extend_from_slice(&[0xb8, 0x82, 0x3a, 0xf1, 0xb3, 0xdd, 0x08, 0x15]);
+    nt.extend_from_slice(&[0, 0, 0, 0]);
+    // An AV pair claiming 0x8108 bytes with a few present, and no MsvAvEOL.
+    nt.extend_from_slice(&[0x11, 0xa2, 0x08, 0x81, 0x50, 0x38, 0x22, 0x78]);
+    for user in ["alice", "nosuchuser"] {
+        let step = raw_auth_after_challenge(AuthenticateMessage {
+            flags: n::NEGOTIATE_UNICODE | n::NEGOTIATE_NTLM,
+            lm_response: vec![0; 24],
+            nt_response: nt.clone(),
+            user: user.into(),
+            domain: "WORKGROUP".into(),
+            ..Default::default()
+        });
+        assert!(
+            matches!(
+                step,
+                AuthStep::Failed {
+                    status: NtStatus::INVALID_PARAMETER,
+                    ..
+                }
+            ),
+            "{user}: {step:?}"
+        );
+    }
+}
+
 #[test]
 fn anonymous_accepted() {
     for lm in [vec![], vec![0u8]] {

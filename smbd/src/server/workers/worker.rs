@@ -211,7 +211,14 @@ async fn route(
     mut smb1_done: bool,
     link: &WorkerLink,
 ) -> Route {
-    let deadline = Instant::now() + ROUTE_WAIT;
+    // Never wait longer than the unauthenticated limit allows the connection.
+    let limit = conn.st.config.global.limits.unauth_timeout_secs;
+    let wait = if limit == 0 {
+        ROUTE_WAIT
+    } else {
+        ROUTE_WAIT.min(Duration::from_secs(limit))
+    };
+    let deadline = conn.started + wait;
     loop {
         // Anything odd (short, oversized) is left to the connection's own checks.
         let Ok(len) = peek_exact(&sock, 4, deadline).await else {
