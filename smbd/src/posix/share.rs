@@ -45,6 +45,9 @@ pub fn run_as<T>(id: &Identity, f: impl FnOnce() -> T) -> io::Result<T> {
 
 /// Runs `f` as root, then returns to the previous identity. For metadata the
 /// caller may see but Linux guards with data permissions (user.* xattrs).
+/// Root needs CAP_DAC_READ_SEARCH and CAP_DAC_OVERRIDE for this: without them
+/// the DOS attributes of a mode-000 file cannot be read, so even a DELETE-only
+/// open of it fails (smbtorture compound.related4 leaves its file behind).
 pub(crate) fn as_root<T>(f: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
     let prev = identity::current_thread_identity();
     match prev {
