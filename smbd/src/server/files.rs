@@ -141,42 +141,43 @@ impl Connection {
 
     /// Closes every open matching `pred` (logoff, tree disconnect, teardown).
     pub async fn close_opens_where(&mut self, pred: impl Fn(&Open) -> bool) {
+        for o in self.take_opens_where(pred) {
+            self.close_open(o).await;
+        }
+    }
+
+    /// Removes the opens matching `pred` from the table, ending requests
+    /// pending on them.
+    fn take_opens_where(&mut self, pred: impl Fn(&Open) -> bool) -> Vec<Open> {
         let ids: Vec<u64> = self
             .opens
             .iter()
             .filter(|(_, o)| pred(o))
             .map(|(k, _)| *k)
             .collect();
+        let mut out = Vec::with_capacity(ids.len());
         for id in ids {
             if let Some(o) = self.opens.remove(&id) {
                 self.end_pending_on_file(id);
-                self.close_open(o).await;
+                out.push(o);
             }
         }
+        out
     }
 
     /// Like [`Connection::close_opens_where`], but durable opens that still
     /// hold their batch oplock are kept for a reconnect (connection loss,
     /// session reconnect, logoff).
     pub async fn disconnect_opens_where(&mut self, pred: impl Fn(&Open) -> bool) {
-        let ids: Vec<u64> = self
-            .opens
-            .iter()
-            .filter(|(_, o)| pred(o))
-            .map(|(k, _)| *k)
-            .collect();
-        for id in ids {
-            if let Some(o) = self.opens.remove(&id) {
-                self.end_pending_on_file(id);
-                let kept = o.durable.as_ref().and_then(|d| d.keeper_id);
-                match super::durable::disconnect(&self.st, o) {
-                    Ok(()) => {
-                        if let (Some(kid), Some(k)) = (kept, self.st.keeper.as_ref()) {
-                            k.disconnect(kid).await;
-                        }
+        for o in self.take_opens_where(pred) {
+            let kept = o.durable.as_ref().and_then(|d| d.keeper_id);
+            match super::durable::disconnect(&self.st, o) {
+                Ok(()) => {
+                    if let (Some(kid), Some(k)) = (kept, self.st.keeper.as_ref()) {
+                        k.disconnect(kid).await;
                     }
-                    Err(o) => self.close_open(*o).await,
                 }
+                Err(o) => self.close_open(*o).await,
             }
         }
     }
