@@ -56,9 +56,27 @@ impl ByteLock {
         if self.length == 0 || length == 0 {
             return false;
         }
-        let a_end = self.offset.saturating_add(self.length);
-        let b_end = offset.saturating_add(length);
-        self.offset < b_end && offset < a_end
+        // Inclusive last bytes: a lock may end at the file's last possible
+        // byte (offset u64::MAX, length 1), where an exclusive end overflows.
+        let a_last = self.offset.saturating_add(self.length - 1);
+        let b_last = offset.saturating_add(length - 1);
+        self.offset <= b_last && offset <= a_last
+    }
+
+    /// Whether a lock request for (offset, length) contends with this lock.
+    /// A zero-length lock sits between bytes: it contends only with a range
+    /// that holds it strictly after that range's first byte (Windows; the
+    /// smbtorture zero-byte table), and never with another zero-length lock.
+    fn contends(&self, offset: u64, length: u64) -> bool {
+        let inside = |point: u64, start: u64, len: u64| {
+            start < point && point <= start.saturating_add(len - 1)
+        };
+        match (self.length, length) {
+            (0, 0) => false,
+            (0, _) => inside(self.offset, offset, length),
+            (_, 0) => inside(offset, self.offset, self.length),
+            _ => self.overlaps(offset, length),
+        }
     }
 }
 
@@ -642,7 +660,7 @@ impl Broker {
         // An exclusive request conflicts with any overlapping lock; a shared
         // one only with another open's exclusive lock.
         let conflict = st.locks.iter().any(|l| {
-            l.overlaps(offset, length) && (exclusive || (l.exclusive && l.open_id != open_id))
+            l.contends(offset, length) && (exclusive || (l.exclusive && l.open_id != open_id))
         });
         if conflict {
             return Err(NtStatus::LOCK_NOT_GRANTED);
@@ -733,6 +751,51 @@ mod tests {
         stream: 8,
     };
     const RW: u32 = access::FILE_READ_DATA | access::FILE_WRITE_DATA;
+
+    #[test]
+    fn lock_ranges_overlap_up_to_the_last_byte() {
+        let l = |offset, length| ByteLock {
+            open_id: 1,
+            offset,
+            length,
+            exclusive: true,
+        };
+        assert!(l(u64::MAX, 1).overlaps(u64::MAX, 1));
+        assert!(l(u64::MAX - 1, 2).overlaps(u64::MAX, 1));
+        assert!(!l(u64::MAX - 1, 1).overlaps(u64::MAX, 1));
+        assert!(l(0, 1).overlaps(0, 1));
+        assert!(!l(0, 1).overlaps(1, 1));
+        assert!(l(10, 5).overlaps(14, 100));
+        assert!(!l(10, 5).overlaps(15, 100));
+        assert!(!l(0, 0).overlaps(0, 1));
+        assert!(!l(5, 1).overlaps(5, 0));
+    }
+
+    /// smbtorture's zero-byte table: a 0-byte lock at 10 against others.
+    #[test]
+    fn zero_length_locks_contend_inside_a_range() {
+        let l = |offset, length| ByteLock {
+            open_id: 1,
+            offset,
+            length,
+            exclusive: true,
+        };
+        for (off, len, want) in [
+            (10, 0, false),
+            (9, 1, false),
+            (10, 1, false),
+            (11, 1, false),
+            (9, 2, true),
+            (10, 2, false),
+            (9, 3, true),
+        ] {
+            assert_eq!(l(10, 0).contends(off, len), want, "{off}/{len} after 10/0");
+            assert_eq!(l(off, len).contends(10, 0), want, "10/0 after {off}/{len}");
+        }
+        assert!(!l(0, 0).contends(0, 0));
+        assert!(l(100, 10).contends(102, 0));
+        assert!(l(100, 10).contends(102, 5));
+    }
 
     #[test]
     fn share_modes() {
