@@ -302,18 +302,7 @@ impl Connection {
         fid: FileId,
         req: &ReadRequest,
     ) -> Result<Reply, NtStatus> {
-        let (key, fd, id, name) = {
-            let open = self.open_mut(ctx, fid)?;
-            if open.access & DATA_READ == 0 {
-                return Err(NtStatus::ACCESS_DENIED);
-            }
-            (
-                open.key,
-                open.fd.clone(),
-                open.identity.clone(),
-                stream_of(open)?,
-            )
-        };
+        let (key, fd, id, name) = self.stream_data_open(ctx, fid, DATA_READ)?;
         ctx.related_fid = Some(fid);
         self.st
             .broker
@@ -337,6 +326,26 @@ impl Connection {
         Reply::ok(b)
     }
 
+    /// What READ/WRITE on a stream open need from it, once the handle has
+    /// `need` access.
+    fn stream_data_open(
+        &mut self,
+        ctx: &Ctx<'_>,
+        fid: FileId,
+        need: u32,
+    ) -> Result<(FileKey, Arc<OwnedFd>, Arc<Identity>, String), NtStatus> {
+        let open = self.open_mut(ctx, fid)?;
+        if open.access & need == 0 {
+            return Err(NtStatus::ACCESS_DENIED);
+        }
+        Ok((
+            open.key,
+            open.fd.clone(),
+            open.identity.clone(),
+            stream_of(open)?,
+        ))
+    }
+
     /// WRITE on a stream open (offset u64::MAX appends).
     pub async fn write_stream(
         &mut self,
@@ -345,18 +354,7 @@ impl Connection {
         req: &WriteRequest,
         data: Vec<u8>,
     ) -> Result<Reply, NtStatus> {
-        let (key, fd, id, name) = {
-            let open = self.open_mut(ctx, fid)?;
-            if open.access & DATA_WRITE == 0 {
-                return Err(NtStatus::ACCESS_DENIED);
-            }
-            (
-                open.key,
-                open.fd.clone(),
-                open.identity.clone(),
-                stream_of(open)?,
-            )
-        };
+        let (key, fd, id, name) = self.stream_data_open(ctx, fid, DATA_WRITE)?;
         ctx.related_fid = Some(fid);
         let append = req.offset == u64::MAX;
         if !append {
