@@ -301,6 +301,7 @@ impl Connection {
 
         let open_id = self.st.next_file_id();
         let granted: Level;
+        let lease_id;
         let created = match existing {
             Some(probe) => {
                 let meta = probe.meta.clone();
@@ -381,7 +382,13 @@ impl Connection {
                     ino: meta.ino,
                     stream: 0,
                 };
-                let intent = self.oplock_intent(&share, req.requested_oplock_level, disp, is_dir);
+                let lease_req =
+                    self.lease_request(req.requested_oplock_level, &req.contexts, is_dir);
+                lease_id = lease_req.map(|l| l.id);
+                let intent = Intent {
+                    lease: lease_req,
+                    ..self.oplock_intent(&share, req.requested_oplock_level, disp, is_dir)
+                };
                 let opened = st.broker.open_with(
                     key,
                     rel.clone(),
@@ -445,6 +452,15 @@ impl Connection {
                 if dir && !matches!(disp, disposition::CREATE | disposition::OPEN_IF) {
                     return Err(NtStatus::INVALID_PARAMETER);
                 }
+                // A lease key leases one file: a new file cannot take it.
+                if let Some(id) = self
+                    .lease_request(req.requested_oplock_level, &req.contexts, false)
+                    .map(|l| l.id)
+                {
+                    if st.broker.lease_file(id).is_some() {
+                        return Err(NtStatus::INVALID_PARAMETER);
+                    }
+                }
                 if trailing && !dir {
                     return Err(NtStatus::OBJECT_NAME_INVALID);
                 }
@@ -499,8 +515,10 @@ impl Connection {
                 // racing to create it just gets none or level II).
                 let intent = Intent {
                     may_break: false,
+                    lease: self.lease_request(req.requested_oplock_level, &req.contexts, dir),
                     ..self.oplock_intent(&share, req.requested_oplock_level, disp, dir)
                 };
+                lease_id = intent.lease.map(|l| l.id);
                 let opened = st.broker.open_with(
                     key,
                     rel.clone(),
@@ -544,6 +562,10 @@ impl Connection {
         if granted != Level::NoOplock {
             debug!(fid = open_id, level = ?granted, "oplock granted");
         }
+        let lease_ctx = lease_id.and_then(|id| self.lease_context(key, id));
+        if let Some(c) = lease_ctx.clone() {
+            ctxs.push(c);
+        }
         let mut durable = self.grant_durable(ask, &share, granted, meta.is_dir(), share_access);
         if let Some(d) = &durable {
             debug!(
@@ -563,7 +585,11 @@ impl Connection {
             });
         }
         let resp = CreateResponse {
-            oplock_level: granted.wire(),
+            oplock_level: if lease_ctx.is_some() {
+                crate::fsa::oplock::WIRE_LEASE
+            } else {
+                granted.wire()
+            },
             flags: 0,
             create_action: created.action,
             creation_time: meta.creation_time,
@@ -1016,7 +1042,7 @@ impl Connection {
                 .broker
                 .check_io(key, oid, req.offset, data.len() as u64, true)?;
         }
-        self.break_level2_oplocks(key);
+        self.break_level2_oplocks(key, oid);
         let off = req.offset;
         let n = data.len();
         let hold = self.st.broker.write_time_needs_hold(key);
@@ -1070,7 +1096,7 @@ impl Connection {
             .is_some_and(|l| l.flags & LOCKFLAG_UNLOCK != 0);
         if !unlocking {
             // Byte-range locks end level II caching (MS-FSA 2.1.4.12).
-            self.break_level2_oplocks(key);
+            self.break_level2_oplocks(key, oid);
         }
         let mut taken: Vec<(u64, u64)> = Vec::new();
         for l in &req.locks {

@@ -344,7 +344,7 @@ impl Connection {
                         if open.is_dir {
                             return Err(NtStatus::INVALID_PARAMETER);
                         }
-                        st.broker.oplock_break_level2(open.key);
+                        st.broker.oplock_break_level2(open.key, open.fid.volatile);
                         if open.stream.is_some() {
                             super::streams::set_size(open, size, allocation).await?;
                         } else {

@@ -362,7 +362,7 @@ impl Connection {
                 .broker
                 .check_io(key, fid.volatile, req.offset, data.len() as u64, true)?;
         }
-        self.break_level2_oplocks(key);
+        self.break_level2_oplocks(key, fid.volatile);
         let (off, n) = (req.offset, data.len());
         let end = fs(id, move || {
             let mut content = posix::streams::read(fd.as_fd(), &name)?.unwrap_or_default();
