@@ -326,7 +326,8 @@ impl Broker {
             .any(|o| pair_conflicts(o.access, o.share, access, share))
         {
             if intent.may_break {
-                let mut wait = oplock::check_sharing_violation(oplocks_of(st), intent, now, notices);
+                let mut wait =
+                    oplock::check_sharing_violation(oplocks_of(st), intent, now, notices);
                 // Handle caching goes first: the holder may just be keeping
                 // a closed handle open.
                 wait |= break_leases(
@@ -355,7 +356,7 @@ impl Broker {
                     | super::types::disposition::OVERWRITE
                     | super::types::disposition::OVERWRITE_IF
             );
-            if overwrite || !oplock::is_stat_open(access) {
+            if overwrite || !oplock::is_lease_stat_open(access) {
                 let keep = if overwrite { 0 } else { lease::R | lease::H };
                 wait |= break_leases(
                     st,
@@ -403,8 +404,10 @@ impl Broker {
                     l.upgrade(req.state, grantable);
                 }
                 None => {
-                    st.leases
-                        .insert(req.id, Lease::new(&req, lease::normalize(req.state) & grantable));
+                    st.leases.insert(
+                        req.id,
+                        Lease::new(&req, lease::normalize(req.state) & grantable),
+                    );
                     self.lease_files_lock().insert(req.id, key);
                 }
             }
@@ -605,18 +608,14 @@ impl Broker {
         let r = {
             let mut files = self.files();
             let key = self.lease_file(id).ok_or(NtStatus::OBJECT_NAME_NOT_FOUND)?;
-            let st = files
-                .get_mut(&key)
-                .ok_or(NtStatus::OBJECT_NAME_NOT_FOUND)?;
+            let st = files.get_mut(&key).ok_or(NtStatus::OBJECT_NAME_NOT_FOUND)?;
             let FileState {
                 opens,
                 leases,
                 oplock_changed,
                 ..
             } = st;
-            let l = leases
-                .get_mut(&id)
-                .ok_or(NtStatus::OBJECT_NAME_NOT_FOUND)?;
+            let l = leases.get_mut(&id).ok_or(NtStatus::OBJECT_NAME_NOT_FOUND)?;
             let next = l.acknowledge(state, Instant::now())?;
             if let Some(b) = next {
                 notices.extend(lease_notice(opens, id, b, l.v2));

@@ -264,7 +264,10 @@ mod tests {
         assert_eq!((l.state, l.epoch), (ALL, 0x13));
         assert!(!l.upgrade(R | H, ALL), "no downgrade");
         let mut l = Lease::new(&req(R, false), R);
-        assert!(!l.upgrade(ALL, R | H), "RWH cannot be held: no change at all");
+        assert!(
+            !l.upgrade(ALL, R | H),
+            "RWH cannot be held: no change at all"
+        );
         assert_eq!(l.state, R);
         assert_eq!(l.epoch, 0, "v1 leases have no epoch");
     }
@@ -274,13 +277,19 @@ mod tests {
         let now = Instant::now();
         let mut l = Lease::new(&req(ALL, true), ALL);
         let b = l.break_to(R | H, now, T).expect("W goes");
-        assert_eq!((b.from, b.to, b.ack_required, b.epoch), (ALL, R | H, true, 0x13));
+        assert_eq!(
+            (b.from, b.to, b.ack_required, b.epoch),
+            (ALL, R | H, true, 0x13)
+        );
         assert_eq!(l.state, ALL, "state holds until acknowledged");
         // An overwrite meanwhile is only remembered.
         assert_eq!(l.break_to(0, now, T), None);
         // Acknowledging more than asked is refused.
         assert_eq!(l.acknowledge(ALL, now), Err(NtStatus::REQUEST_NOT_ACCEPTED));
-        let next = l.acknowledge(R | H, now).unwrap().expect("handle caching next");
+        let next = l
+            .acknowledge(R | H, now)
+            .unwrap()
+            .expect("handle caching next");
         assert_eq!((next.from, next.to, next.ack_required), (R | H, R, true));
         assert_eq!(next.epoch, 0x13, "follow-up breaks keep the epoch");
         let last = l.acknowledge(R, now).unwrap().expect("read caching last");

@@ -152,6 +152,12 @@ pub fn is_stat_open(access_mask: u32) -> bool {
         == 0
 }
 
+/// For leases READ_CONTROL is a stat open too (what smbtorture's
+/// smb2.lease.statopen4 expects of Windows).
+pub fn is_lease_stat_open(access_mask: u32) -> bool {
+    is_stat_open(access_mask & !access::READ_CONTROL)
+}
+
 fn start_break(
     open_id: u64,
     rec: &mut OplockRec,

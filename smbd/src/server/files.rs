@@ -13,6 +13,7 @@ use crate::posix::{self, CreateMode, DirMode, OpenRequest};
 use crate::wire::close::{CloseRequest, CloseResponse};
 use crate::wire::create::{
     CreateContext, CreateRequest, CreateResponse, DurableHandleResponse, DurableHandleResponseV2,
+    LeaseContext,
 };
 use crate::wire::ioctl::{IoctlRequest, IoctlResponse};
 use crate::wire::lock::{LockRequest, LockResponse};
@@ -566,7 +567,16 @@ impl Connection {
         if let Some(c) = lease_ctx.clone() {
             ctxs.push(c);
         }
-        let mut durable = self.grant_durable(ask, &share, granted, meta.is_dir(), share_access);
+        let handle_lease = lease_id
+            .and_then(|id| self.st.broker.lease_grant(key, id))
+            .is_some_and(|g| g.state & crate::fsa::lease::H != 0);
+        let mut durable = self.grant_durable(
+            ask,
+            &share,
+            granted == Level::Batch || handle_lease,
+            meta.is_dir(),
+            share_access,
+        );
         if let Some(d) = &durable {
             debug!(
                 fid = open_id,
@@ -644,12 +654,13 @@ impl Connection {
 
     /// Whether a new open becomes durable (MS-SMB2 3.3.5.9.6, 3.3.5.9.10):
     /// asked for, on a file (not a directory) of a share that allows it, and
-    /// holding a batch oplock. Persistent handles are never granted.
+    /// holding a batch oplock or a handle-caching lease. Persistent handles
+    /// are never granted.
     fn grant_durable(
         &self,
         ask: Ask,
         share: &Share,
-        granted: Level,
+        caches_handle: bool,
         is_dir: bool,
         share_access: u32,
     ) -> Option<durable::Durable> {
@@ -662,7 +673,7 @@ impl Connection {
             .conf
             .as_ref()
             .is_some_and(|c| c.durable_handles.unwrap_or(true));
-        if !allowed || is_dir || granted != Level::Batch {
+        if !allowed || is_dir || !caches_handle {
             return None;
         }
         let g = &self.st.config.global;
@@ -697,15 +708,31 @@ impl Connection {
             .get(&ctx.hdr.session_id)
             .and_then(|s| s.user.clone())
             .ok_or(NtStatus::USER_SESSION_DELETED)?;
-        let lease =
-            CreateContext::find(&req.contexts, crate::wire::create::ctx::REQUEST_LEASE).is_some();
+        let lease = CreateContext::find(&req.contexts, crate::wire::create::ctx::REQUEST_LEASE)
+            .map(|c| {
+                let key = LeaseContext::decode(&c.data)
+                    .map(|l| l.key)
+                    .unwrap_or_default();
+                (self.neg.client_guid, key)
+            });
         if !self.st.durable.contains(file_id.persistent) && self.st.keeper.is_some() {
             return self
                 .keeper_reconnect(ctx, req, ask, file_id, &share, tree_ro, tree_id, &user)
                 .await;
         }
+        let st = self.st.clone();
         let (mut open, level) = durable::reclaim(&self.st, file_id.persistent, self.conn_id, |o| {
-            durable::check_reconnect(o, ask, user.identity.uid, &share.name, lease)
+            let held = st.broker.open_lease(o.key, o.fid.volatile);
+            durable::check_reconnect(o, ask, user.identity.uid, &share.name, lease, held)?;
+            // A lease belongs to a file name (MS-SMB2 3.3.5.9.7).
+            let same_name = |a: &str, b: &str| {
+                a.trim_start_matches('\\')
+                    .eq_ignore_ascii_case(b.trim_start_matches('\\'))
+            };
+            if held.is_some() && !same_name(&req.name, &o.smb_name) {
+                return Err(NtStatus::INVALID_PARAMETER);
+            }
+            Ok(())
         })
         .inspect_err(|status| {
             info!(fid = file_id.persistent, user = %user.name, ?status, "durable reconnect refused")
@@ -736,8 +763,20 @@ impl Connection {
         }
         let fid = open.fid;
         info!(fid = fid.persistent, path = %open.path.display(), user = %user.name, "durable open reconnected");
+        let mut contexts =
+            reply_contexts(&req.contexts, &meta, &open.identity, tree_ro, share.serial);
+        let lease_ctx = self
+            .st
+            .broker
+            .open_lease(open.key, open.fid.volatile)
+            .and_then(|id| self.lease_context(open.key, id));
+        contexts.extend(lease_ctx.clone());
         let resp = CreateResponse {
-            oplock_level: level.wire(),
+            oplock_level: if lease_ctx.is_some() {
+                crate::fsa::oplock::WIRE_LEASE
+            } else {
+                level.wire()
+            },
             flags: 0,
             create_action: action::OPENED,
             creation_time: meta.creation_time,
@@ -748,7 +787,7 @@ impl Connection {
             end_of_file: if meta.is_dir() { 0 } else { meta.size },
             file_attributes: meta.attributes,
             file_id: fid,
-            contexts: reply_contexts(&req.contexts, &meta, &open.identity, tree_ro, share.serial),
+            contexts,
         };
         self.opens.insert(fid.volatile, open);
         ctx.related_fid = Some(fid);

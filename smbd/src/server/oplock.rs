@@ -79,7 +79,9 @@ impl Connection {
 
     /// Leases are offered on this connection (SMB2_GLOBAL_CAP_LEASING).
     pub fn leasing(&self) -> bool {
-        self.neg.dialect >= 0x0210 && self.neg.dialect != 0x02FF && self.st.config.global.smb2_leases
+        self.neg.dialect >= 0x0210
+            && self.neg.dialect != 0x02FF
+            && self.st.config.global.smb2_leases
     }
 
     /// The lease response context for a granted lease.
@@ -275,7 +277,12 @@ impl Connection {
         } else {
             buf
         };
-        debug!(from = l.from, to = l.to, ack = l.ack_required, "lease break sent");
+        debug!(
+            from = l.from,
+            to = l.to,
+            ack = l.ack_required,
+            "lease break sent"
+        );
         self.outbox.push(frame);
     }
 }
@@ -383,7 +390,7 @@ mod tests {
         // A write breaks both level II oplocks to none, nobody waits.
         let (tx2, mut rx2) = mpsc::unbounded_channel();
         b.register_break_sink(2, tx2);
-        assert_eq!(b.oplock_break_level2(K), 2);
+        assert_eq!(b.oplock_break_level2(K, 11), 2);
         assert_eq!(rx.try_recv().map(|n| n.to), Ok(Level::NoOplock));
         assert_eq!(rx2.try_recv().map(|n| n.to), Ok(Level::NoOplock));
         assert_eq!(b.oplock_level(K, 10), Level::NoOplock);

@@ -369,7 +369,10 @@ impl Connection {
                         }
                     }
                     SetFileInfo::Rename { replace, name, .. } => {
-                        self.rename(ctx, fid, replace, &name).await?
+                        let (key, oid) = (open.key, open.fid.volatile);
+                        self.rename(ctx, fid, replace, &name).await?;
+                        // Other keys' handle caching ends with the old name.
+                        self.st.broker.break_handle_leases(key, oid);
                     }
                     SetFileInfo::Link { .. } => return Err(NtStatus::NOT_SUPPORTED),
                     SetFileInfo::ValidDataLength(_) => return Err(NtStatus::NOT_SUPPORTED),
