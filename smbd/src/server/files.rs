@@ -60,6 +60,47 @@ pub struct Open {
     pub stream: Option<String>,
     /// Set for a durable open: it survives the loss of its connection.
     pub durable: Option<super::durable::Durable>,
+    /// Lock sequence numbers of successful LOCK requests, by index
+    /// (MS-SMB2 3.3.5.14), so that a replayed request is not applied twice.
+    pub lock_seq: LockSequences,
+}
+
+/// Open.LockSequenceArray: 64 entries, each a 4-bit number or invalid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockSequences([u8; 64]);
+
+impl Default for LockSequences {
+    fn default() -> Self {
+        LockSequences([LockSequences::INVALID; 64])
+    }
+}
+
+impl LockSequences {
+    const INVALID: u8 = 0xFF;
+
+    fn slot(seq: u32) -> Option<usize> {
+        let index = (seq >> 4) as usize;
+        (1..=64).contains(&index).then(|| index - 1)
+    }
+
+    /// True if `seq` repeats a request that already succeeded; otherwise
+    /// its entry is invalidated until the request succeeds again.
+    pub fn replayed(&mut self, seq: u32) -> bool {
+        let Some(i) = Self::slot(seq) else {
+            return false;
+        };
+        if self.0[i] == (seq & 0xF) as u8 {
+            return true;
+        }
+        self.0[i] = Self::INVALID;
+        false
+    }
+
+    pub fn succeeded(&mut self, seq: u32) {
+        if let Some(i) = Self::slot(seq) {
+            self.0[i] = (seq & 0xF) as u8;
+        }
+    }
 }
 
 /// What the READ/WRITE paths take from an open.
@@ -643,6 +684,7 @@ impl Connection {
                 write_time: OpenWriteTime::default(),
                 stream: None,
                 durable,
+                lock_seq: LockSequences::default(),
             },
         );
         ctx.related_fid = Some(fid);
@@ -933,6 +975,7 @@ impl Connection {
                     share_access: rec.share_access,
                     keeper_id: Some(rec.id),
                 }),
+                lock_seq: LockSequences::default(),
             },
         );
         ctx.related_fid = Some(fid);
@@ -1124,8 +1167,21 @@ impl Connection {
         };
         let req = LockRequest::decode(ctx.msg).map_err(|_| NtStatus::INVALID_PARAMETER)?;
         let fid = ctx.fid(req.file_id);
+        // Lock sequences are checked for durable opens and, as Samba does,
+        // for every open of a multichannel-capable connection.
+        let check_seq = self.neg.dialect != 0x0202
+            && self.neg.server_caps & crate::wire::negotiate::GLOBAL_CAP_MULTI_CHANNEL != 0;
+        let seq = req.lock_sequence;
         let (key, oid) = {
             let o = self.open_mut(ctx, fid)?;
+            if (check_seq || o.durable.is_some()) && o.lock_seq.replayed(seq) {
+                debug!(
+                    fid = o.fid.volatile,
+                    seq, "lock request replayed; not applied again"
+                );
+                ctx.related_fid = Some(fid);
+                return Ok(lock_reply());
+            }
             (o.key, o.fid.volatile)
         };
         ctx.related_fid = Some(fid);
@@ -1218,6 +1274,11 @@ impl Connection {
                     }
                     return Err(s);
                 }
+            }
+        }
+        if let Some(o) = self.opens.get_mut(&oid) {
+            if check_seq || o.durable.is_some() {
+                o.lock_seq.succeeded(seq);
             }
         }
         Ok(lock_reply())

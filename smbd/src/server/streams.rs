@@ -298,6 +298,7 @@ impl Connection {
                 dir: None,
                 stream: Some(stored),
                 durable: None,
+                lock_seq: super::files::LockSequences::default(),
             },
         );
         ctx.related_fid = Some(fid);
