@@ -386,7 +386,11 @@ impl Broker {
         };
         if let Some(req) = intent.lease {
             let mut grantable = lease::ALL;
-            if st.opens.iter().any(|o| o.lease != Some(req.id)) {
+            // Stat opens without a lease do not keep write caching away.
+            if st.opens.iter().any(|o| {
+                o.lease != Some(req.id)
+                    && (o.lease.is_some() || !oplock::is_lease_stat_open(o.access))
+            }) {
                 grantable &= !lease::W;
             }
             if st
