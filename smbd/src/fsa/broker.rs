@@ -1226,4 +1226,138 @@ mod tests {
             })
             .is_none());
     }
+
+    mod leases {
+        use super::*;
+        use crate::fsa::lease::{LeaseRequest, ALL, H, R, W};
+        use crate::fsa::types::disposition;
+        use std::time::Duration;
+
+        const GUID: [u8; 16] = [9; 16];
+
+        fn intent(key: u8, state: u32) -> Intent {
+            Intent {
+                owner: u64::from(key),
+                oplocks: true,
+                level2: true,
+                may_break: true,
+                break_timeout: Duration::from_secs(30),
+                lease: Some(LeaseRequest {
+                    id: (GUID, [key; 16]),
+                    state,
+                    v2: false,
+                    epoch: 0,
+                    parent: None,
+                }),
+                ..Intent::none()
+            }
+        }
+
+        fn state(b: &Broker, key: u8) -> u32 {
+            b.lease_grant(K, (GUID, [key; 16])).map_or(99, |g| g.state)
+        }
+
+        fn sink(b: &Broker, owner: u64) -> mpsc::UnboundedReceiver<BreakNotice> {
+            let (tx, rx) = mpsc::unbounded_channel();
+            b.register_break_sink(owner, tx);
+            rx
+        }
+
+        /// smbtorture's smb2.lease.break table: held, requested, broken
+        /// to, granted.
+        #[test]
+        fn second_key_breaks_write_caching_only() {
+            for (held, asked, broken, granted) in [
+                (R, R | W, R, R),
+                (R | H, ALL, R | H, R | H),
+                (R | W, R | H, R, R | H),
+                (ALL, ALL, R | H, R | H),
+                (ALL, R, R | H, R),
+            ] {
+                let b = Broker::new();
+                let mut rx = sink(&b, 1);
+                let open =
+                    |id, i: &Intent| b.open_with(K, "f".into(), id, RW, share::ALL, false, i);
+                assert_eq!(
+                    open(10, &intent(1, held)),
+                    Ok(Opened::Granted(Level::NoOplock))
+                );
+                assert_eq!(state(&b, 1), held);
+                let second = open(11, &intent(2, asked));
+                if held & W != 0 {
+                    assert_eq!(second, Ok(Opened::Wait), "must wait for W to go");
+                    let n = rx
+                        .try_recv()
+                        .expect("break sent")
+                        .lease
+                        .expect("lease break");
+                    assert_eq!((n.from, n.to, n.ack_required), (held, broken, true));
+                    assert_eq!(b.lease_ack((GUID, [1; 16]), broken), Ok(broken));
+                    assert_eq!(
+                        open(11, &intent(2, asked)),
+                        Ok(Opened::Granted(Level::NoOplock))
+                    );
+                } else {
+                    assert_eq!(second, Ok(Opened::Granted(Level::NoOplock)));
+                    assert!(rx.try_recv().is_err(), "no break");
+                }
+                assert_eq!((state(&b, 1), state(&b, 2)), (broken, granted));
+            }
+        }
+
+        #[test]
+        fn same_key_joins_and_a_key_leases_one_file() {
+            let b = Broker::new();
+            let _rx = sink(&b, 1);
+            let open = |k, id, i: &Intent| b.open_with(k, "f".into(), id, RW, share::ALL, false, i);
+            assert!(open(K, 10, &intent(1, R | H)).is_ok());
+            assert!(open(K, 11, &intent(1, ALL)).is_ok(), "no self-break");
+            assert_eq!(state(&b, 1), ALL, "uncontended upgrade");
+            assert_eq!(
+                open(S1, 12, &intent(1, R)),
+                Err(NtStatus::INVALID_PARAMETER),
+                "the key leases another stream"
+            );
+            b.close(K, 10);
+            b.close(K, 11);
+            assert_eq!(
+                b.lease_file((GUID, [1; 16])),
+                None,
+                "gone with its last open"
+            );
+            assert!(open(S1, 12, &intent(1, R)).is_ok());
+        }
+
+        #[test]
+        fn writes_and_overwrites_break_other_keys() {
+            let b = Broker::new();
+            let mut rx = sink(&b, 2);
+            let open = |id, i: &Intent| b.open_with(K, "f".into(), id, RW, share::ALL, false, i);
+            assert!(open(10, &intent(1, R)).is_ok());
+            assert!(open(11, &intent(2, R | H)).is_ok());
+            b.oplock_break_level2(K, 10);
+            let n = rx.try_recv().unwrap().lease.unwrap();
+            assert_eq!((n.from, n.to, n.ack_required), (R | H, 0, true));
+            assert_eq!(state(&b, 1), R, "the writer keeps its own lease");
+            // An acknowledgment with more than asked is refused, none is fine.
+            assert_eq!(
+                b.lease_ack((GUID, [2; 16]), R),
+                Err(NtStatus::REQUEST_NOT_ACCEPTED)
+            );
+            assert_eq!(b.lease_ack((GUID, [2; 16]), 0), Ok(0));
+            assert_eq!(b.lease_ack((GUID, [2; 16]), 0), Err(NtStatus::UNSUCCESSFUL));
+            assert_eq!(
+                b.lease_ack((GUID, [7; 16]), 0),
+                Err(NtStatus::OBJECT_NAME_NOT_FOUND)
+            );
+            // An overwrite by a plain open ends read caching without waiting.
+            let ow = Intent {
+                disposition: disposition::OVERWRITE_IF,
+                lease: None,
+                ..intent(3, 0)
+            };
+            assert_eq!(open(12, &ow), Ok(Opened::Granted(Level::NoOplock)));
+            assert_eq!(state(&b, 1), 0);
+        }
+    }
 }
