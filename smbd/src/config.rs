@@ -213,6 +213,8 @@ pub struct Global {
     pub oplock_break_timeout: u32,
     /// "smb2 leases": offer SMB2.1+ leases (SMB2_GLOBAL_CAP_LEASING).
     pub smb2_leases: bool,
+    /// "smb3 directory leases": offer directory leases on SMB 3.x.
+    pub smb3_directory_leases: bool,
     /// "holdfast durable timeout": seconds a disconnected durable handle is
     /// kept for its client (v1 handles, and v2 handles that ask for 0).
     pub durable_timeout: u32,
@@ -292,6 +294,7 @@ impl Default for Global {
             restrict_anonymous: 0,
             oplock_break_timeout: 35,
             smb2_leases: true,
+            smb3_directory_leases: true,
             durable_timeout: 60,
             durable_max_timeout: 300,
             keeper_socket: None,
@@ -794,6 +797,7 @@ fn apply_global_option(
             }
         }
         "smb2 leases" => g.smb2_leases = parse_bool(a, S)?,
+        "smb3 directory leases" => g.smb3_directory_leases = parse_bool(a, S)?,
         "holdfast durable timeout" => {
             g.durable_timeout = match a.value.trim().parse::<u32>() {
                 Ok(n) if (1..=86_400).contains(&n) => n,
@@ -1099,6 +1103,10 @@ impl Config {
         out.opt("restrict anonymous", g.restrict_anonymous);
         out.opt("oplock break timeout", g.oplock_break_timeout);
         out.opt("smb2 leases", if g.smb2_leases { "yes" } else { "no" });
+        out.opt(
+            "smb3 directory leases",
+            if g.smb3_directory_leases { "yes" } else { "no" },
+        );
         out.opt("holdfast durable timeout", g.durable_timeout);
         out.opt("holdfast durable max timeout", g.durable_max_timeout);
         out.opt(

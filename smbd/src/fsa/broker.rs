@@ -13,6 +13,7 @@ use super::writetime::{Change, FileWriteTime, OpenWriteTime};
 use crate::wire::NtStatus;
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::{mpsc, Notify};
@@ -138,6 +139,8 @@ pub struct Broker {
     /// Which stream each lease is on (a key leases one stream only). Locked
     /// after `files`.
     lease_files: Mutex<HashMap<LeaseId, FileKey>>,
+    /// How many directory leases exist: parent lookups are skipped at zero.
+    dir_leases: AtomicUsize,
 }
 
 fn oplocks_of(st: &mut FileState) -> impl Iterator<Item = (u64, &mut OplockRec)> {
@@ -400,18 +403,31 @@ impl Broker {
             {
                 grantable &= !lease::H;
             }
-            if !intent.oplocks || intent.is_dir {
+            if intent.is_dir {
+                // Directories cache reads (listings) and handles only.
+                grantable &= lease::R | lease::H;
+            }
+            if !intent.oplocks {
                 grantable = 0;
             }
             match st.leases.get_mut(&req.id) {
                 Some(l) => {
-                    l.upgrade(req.state, grantable);
+                    // A directory's lease never caches writes: a request
+                    // for RWH upgrades it to RH.
+                    let asked = if intent.is_dir {
+                        req.state & (lease::R | lease::H)
+                    } else {
+                        req.state
+                    };
+                    l.upgrade(asked, grantable);
                 }
                 None => {
-                    st.leases.insert(
-                        req.id,
-                        Lease::new(&req, lease::normalize(req.state) & grantable),
-                    );
+                    let mut l = Lease::new(&req, lease::normalize(req.state) & grantable);
+                    l.dir = intent.is_dir;
+                    if l.dir {
+                        self.dir_leases.fetch_add(1, Ordering::Relaxed);
+                    }
+                    st.leases.insert(req.id, l);
                     self.lease_files_lock().insert(req.id, key);
                 }
             }
@@ -631,6 +647,32 @@ impl Broker {
         r
     }
 
+    /// Whether any directory lease exists (else parents need no lookup).
+    pub fn has_dir_leases(&self) -> bool {
+        self.dir_leases.load(Ordering::Relaxed) != 0
+    }
+
+    /// The parent lease an open's (v2) lease names, as a lease id.
+    pub fn lease_parent(&self, key: FileKey, open_id: u64) -> Option<LeaseId> {
+        let files = self.files();
+        let st = files.get(&key)?;
+        let id = st.opens.iter().find(|o| o.open_id == open_id)?.lease?;
+        let parent = st.leases.get(&id)?.parent?;
+        Some((id.0, parent))
+    }
+
+    /// An entry of directory `dir` was created, deleted, renamed or
+    /// modified: its directory leases break to none (no waiting), except the
+    /// one the acting open names as its parent.
+    pub fn break_dir_leases(&self, dir: FileKey, except: Option<LeaseId>) {
+        let mut notices = Vec::new();
+        if let Some(st) = self.files().get_mut(&dir) {
+            let timeout = std::time::Duration::from_secs(35);
+            break_leases(st, except, 0, 0, Instant::now(), timeout, &mut notices);
+        }
+        self.deliver(notices);
+    }
+
     /// A rename through `actor`: other keys' leases lose handle caching
     /// (no waiting).
     pub fn break_handle_leases(&self, key: FileKey, actor: u64) {
@@ -726,7 +768,9 @@ impl Broker {
             }
             if let Some(id) = rec.lease {
                 if !st.opens.iter().any(|o| o.lease == Some(id)) {
-                    st.leases.remove(&id);
+                    if st.leases.remove(&id).is_some_and(|l| l.dir) {
+                        self.dir_leases.fetch_sub(1, Ordering::Relaxed);
+                    }
                     self.lease_files_lock().remove(&id);
                 }
             }
@@ -1326,6 +1370,34 @@ mod tests {
                 "gone with its last open"
             );
             assert!(open(S1, 12, &intent(1, R)).is_ok());
+        }
+
+        #[test]
+        fn directory_leases_cache_no_writes_and_break_on_entry_changes() {
+            let b = Broker::new();
+            let mut rx = sink(&b, 1);
+            let dir = Intent {
+                is_dir: true,
+                ..intent(1, ALL)
+            };
+            let open = |id, i: &Intent| b.open_with(K, "d".into(), id, RW, share::ALL, false, i);
+            assert!(open(10, &dir).is_ok());
+            assert_eq!(state(&b, 1), R | H);
+            assert!(b.has_dir_leases());
+            // A change made through a child whose lease names this one as
+            // parent breaks nothing; any other change breaks to none.
+            b.break_dir_leases(K, Some((GUID, [1; 16])));
+            assert!(rx.try_recv().is_err());
+            b.break_dir_leases(K, None);
+            let n = rx.try_recv().unwrap().lease.unwrap();
+            assert_eq!((n.from, n.to), (R | H, 0));
+            assert_eq!(b.lease_ack((GUID, [1; 16]), 0), Ok(0));
+            // Asking again for RWH upgrades to RH.
+            assert!(open(11, &dir).is_ok());
+            assert_eq!(state(&b, 1), R | H);
+            b.close(K, 10);
+            b.close(K, 11);
+            assert!(!b.has_dir_leases());
         }
 
         #[test]

@@ -53,6 +53,8 @@ pub struct Lease {
     pub epoch: u16,
     pub v2: bool,
     pub parent: Option<[u8; 16]>,
+    /// A directory lease (R and H only; broken by changes to its entries).
+    pub dir: bool,
 }
 
 /// What a CREATE response reports about a lease.
@@ -95,6 +97,7 @@ impl Lease {
             epoch: if req.v2 { req.epoch.wrapping_add(1) } else { 0 },
             v2: req.v2,
             parent: req.parent,
+            dir: false,
         }
     }
 

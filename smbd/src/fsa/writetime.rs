@@ -39,6 +39,11 @@ pub struct OpenWriteTime {
 }
 
 impl OpenWriteTime {
+    /// This handle has written data.
+    pub fn written(&self) -> bool {
+        self.triggered
+    }
+
     fn automatic(&self) -> bool {
         !self.sticky && !self.frozen
     }

@@ -5,6 +5,7 @@ use super::durable::{self, Ask};
 use super::pending::{AsyncWork, Attempt, Gate, PendingKind};
 use super::state::{ServerState, Share};
 use crate::fsa::broker::{FileKey, Opened};
+use crate::fsa::lease::LeaseId;
 use crate::fsa::names;
 use crate::fsa::oplock::{Intent, Level};
 use crate::fsa::types::{access, action, attr, disposition, options, FileMeta};
@@ -300,14 +301,14 @@ impl Connection {
         want &= !access::MAXIMUM_ALLOWED;
         let id2 = identity.clone();
         // Phase 1: find out what exists, matching names case-insensitively.
-        let (existing, rel) = fs(identity.clone(), move || {
+        let (existing, rel, parent_key) = fs(identity.clone(), move || {
             let root = root_share
                 .root
                 .as_ref()
                 .ok_or_else(|| io::Error::from_raw_os_error(libc_enoent()))?;
             let probe = |p: &std::path::Path| posix::open(root, p, &OpenRequest::probe());
             let rel = match probe(&rel2) {
-                Ok(o) => return Ok((Some(o), rel2)),
+                Ok(o) => return Ok((Some(o), rel2, None)),
                 Err(e) if e.raw_os_error() == Some(libc_enoent()) => {
                     posix::resolve_case(root, &rel2, crate::fsa::wildcard::names_equal)?
                 }
@@ -315,7 +316,7 @@ impl Connection {
             };
             if rel != rel2 {
                 if let Ok(o) = probe(&rel) {
-                    return Ok((Some(o), rel));
+                    return Ok((Some(o), rel, None));
                 }
             }
             // Distinguish a missing name from a missing parent directory.
@@ -324,7 +325,14 @@ impl Connection {
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from("."));
             match probe(&parent) {
-                Ok(p) if p.meta.is_dir() => Ok((None, rel)),
+                Ok(p) if p.meta.is_dir() => {
+                    let key = FileKey {
+                        dev: p.meta.dev,
+                        ino: p.meta.ino,
+                        stream: 0,
+                    };
+                    Ok((None, rel, Some(key)))
+                }
                 Ok(_) => Err(io::Error::from_raw_os_error(libc_enotdir())),
                 Err(e) if e.raw_os_error() == Some(libc_enoent()) => {
                     Err(io::Error::from_raw_os_error(libc_enotdir()))
@@ -575,6 +583,12 @@ impl Connection {
                     Opened::Wait => return Err(NtStatus::SHARING_VIOLATION),
                 };
                 info!(path = %rel.display(), dir, created = o.created, "created");
+                if let (true, Some(pk)) = (o.created, parent_key) {
+                    if st.broker.has_dir_leases() {
+                        let except = intent.lease.and_then(|l| l.parent.map(|p| (l.id.0, p)));
+                        st.broker.break_dir_leases(pk, except);
+                    }
+                }
                 Created {
                     fd: o.fd,
                     meta: o.meta,
@@ -1378,8 +1392,13 @@ pub async fn close_open_in(st: &ServerState, mut open: Open) {
     ) {
         k.close(kid).await;
     }
+    let written = open.write_time.written();
+    let parent_lease = st.broker.lease_parent(open.key, open.fid.volatile);
     st.broker.write_time_close(open.key, &mut open.write_time);
     let (outcome, wake) = st.broker.close_deferring_wake(open.key, open.fid.volatile);
+    if (written || outcome.delete.is_some()) && st.broker.has_dir_leases() {
+        break_parent_leases(st, &open, parent_lease).await;
+    }
     if let (Some(t), None) = (outcome.write_time, outcome.delete.as_ref()) {
         let fd = open.fd.clone();
         let r = fs(open.identity.clone(), move || {
@@ -1418,6 +1437,32 @@ pub async fn close_open_in(st: &ServerState, mut open: Open) {
         w.notify_waiters();
     }
     debug!(fid = open.fid.volatile, "closed");
+}
+
+/// A change to an entry ends the caching of its directory's leases (but
+/// the one its own lease names as parent).
+async fn break_parent_leases(st: &ServerState, open: &Open, except: Option<LeaseId>) {
+    let (share, path) = (open.share.clone(), open.path.clone());
+    let parent = fs(open.identity.clone(), move || {
+        let root = share
+            .root
+            .as_ref()
+            .ok_or_else(|| io::Error::from_raw_os_error(libc_enoent()))?;
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        Ok(posix::open(root, &dir, &OpenRequest::probe())?.meta)
+    })
+    .await;
+    if let Ok(m) = parent {
+        let key = FileKey {
+            dev: m.dev,
+            ino: m.ino,
+            stream: 0,
+        };
+        st.broker.break_dir_leases(key, except);
+    }
 }
 
 /// The keeper's record of a durable open being granted.

@@ -66,6 +66,13 @@ impl Connection {
         {
             caps |= neg::GLOBAL_CAP_MULTI_CHANNEL;
         }
+        if dialect >= 0x0300
+            && dialect != SMB2_WILDCARD_DIALECT
+            && self.st.config.global.smb2_leases
+            && self.st.config.global.smb3_directory_leases
+        {
+            caps |= neg::GLOBAL_CAP_DIRECTORY_LEASING;
+        }
         NegotiateResponse {
             security_mode: self.server_security_mode(),
             dialect,

@@ -52,20 +52,24 @@ impl Connection {
 
     /// The lease a CREATE asks for (MS-SMB2 3.3.5.9.8, 3.3.5.9.11): only
     /// with OplockLevel LEASE, on SMB 2.1 and later with leasing on, and not
-    /// for directories (no directory leasing). A v2 context counts as v2
-    /// only on SMB 3.x.
+    /// for directories unless directory leasing applies (a v2 context on
+    /// SMB 3.x). A v2 context counts as v2 only on SMB 3.x.
     pub fn lease_request(
         &self,
         requested: u8,
         contexts: &[CreateContext],
         is_dir: bool,
     ) -> Option<LeaseRequest> {
-        if requested != WIRE_LEASE || is_dir || !self.leasing() {
+        if requested != WIRE_LEASE || !self.leasing() {
             return None;
         }
         let c = CreateContext::find(contexts, ctx::REQUEST_LEASE)?;
         let l = LeaseContext::decode(&c.data).ok()?;
         let v2 = l.v2.filter(|_| self.neg.dialect >= 0x0300);
+        // Directory leases are v2 leases of SMB 3.x.
+        if is_dir && (v2.is_none() || !self.st.config.global.smb3_directory_leases) {
+            return None;
+        }
         Some(LeaseRequest {
             id: (self.neg.client_guid, l.key),
             state: l.state,

@@ -485,7 +485,7 @@ impl Connection {
         let share = open.share.clone();
         let (id, from2, to2) = (open.identity.clone(), from.clone(), to.clone());
         let st2 = st.clone();
-        fs(id, move || {
+        let parents = fs(id, move || {
             let root = share
                 .root
                 .as_ref()
@@ -496,12 +496,14 @@ impl Connection {
                 .parent()
                 .map(std::path::Path::to_path_buf)
                 .unwrap_or_default();
+            let mut parents = Vec::new();
             if let Ok(p) = posix::open(root, &parent, &posix::OpenRequest::probe()) {
                 let key = crate::fsa::broker::FileKey {
                     dev: p.meta.dev,
                     ino: p.meta.ino,
                     stream: 0,
                 };
+                parents.push(key);
                 if st2
                     .broker
                     .would_conflict(key, access::DELETE, share::READ | share::WRITE)
@@ -531,10 +533,33 @@ impl Connection {
                     }
                 }
             }
-            posix::rename(root, &from2, &to2, replace)
+            posix::rename(root, &from2, &to2, replace)?;
+            // Both directories' leases end (their listings changed).
+            if st2.broker.has_dir_leases() {
+                let dst = to2
+                    .parent()
+                    .map(std::path::Path::to_path_buf)
+                    .unwrap_or_default();
+                if let Ok(p) = posix::open(root, &dst, &posix::OpenRequest::probe()) {
+                    parents.push(crate::fsa::broker::FileKey {
+                        dev: p.meta.dev,
+                        ino: p.meta.ino,
+                        stream: 0,
+                    });
+                }
+            }
+            Ok(parents)
         })
         .await?;
         st.broker.renamed(open.key, to.clone());
+        if st.broker.has_dir_leases() {
+            let except = st.broker.lease_parent(open.key, open.fid.volatile);
+            let mut parents = parents;
+            parents.dedup();
+            for p in parents {
+                st.broker.break_dir_leases(p, except);
+            }
+        }
         info!(from = %from.display(), to = %to.display(), "renamed");
         open.path = to;
         open.smb_name = name.trim_start_matches('\\').to_string();
