@@ -175,7 +175,12 @@ impl Keeper {
             }
             drop(fd);
         }
-        if lost > 0 {
+        if lost > 0 && self.notifier.available() {
+            warn!(
+                lost,
+                "kept handles were lost: systemd's fd store did not hand their fds back"
+            );
+        } else if lost > 0 {
             warn!(
                 lost,
                 "non-persistent handles were lost because no fd store was available"

@@ -155,6 +155,24 @@ def main():
         fail("worker's description changed across the keeper restart")
     print("OK restarted keeper holds the same open file description (offset %d)" % MARKER,
           flush=True)
+    if recs[0]["state"] != "disconnected":
+        fail("a restored record is owned by nobody until claimed: %r" % recs[0])
+
+    # The worker's next keeper request (a second durable open here) finds its
+    # keeper connection dead, makes a new one and claims its handle again.
+    other = "durable_restart_other_%s.dat" % uuid.uuid4().hex[:8]
+    h_other = durable_open(tree1, other, uuid.uuid4())
+    wait_for(lambda: [r for r in kept(a) if r["path"] == other] or None,
+             "the second open's record")
+    rec = wait_for(lambda: [r for r in kept(a) if r["id"] == rec_id
+                            and r["state"] == "connected"] or None,
+                   "the worker to claim record %d again" % rec_id)[0]
+    if rec["time_left_ms"] is not None:
+        fail("claimed record still has a timer: %r" % rec)
+    h_other.close()
+    wait_for(lambda: not [r for r in kept(a) if r["path"] == other], "the second record to go")
+    print("OK the worker claimed record %d again on its new keeper connection" % rec_id,
+          flush=True)
 
     os.kill(old, signal.SIGKILL)
     new = wait_for(lambda: [w for w in children(a.supervisor) if w != old], "a new worker")[0]

@@ -126,8 +126,7 @@ impl FakeSystemd {
         // Lives as long as the test process; recv blocks otherwise.
         std::thread::spawn(move || {
             let mut buf = vec![0u8; 4096];
-            while let Ok((n, fds)) = kmod_interface::fdpass::recv_with_fds(sock.as_fd(), &mut buf)
-            {
+            while let Ok((n, fds)) = kmod_interface::fdpass::recv_with_fds(sock.as_fd(), &mut buf) {
                 let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
                 let kv: HashMap<&str, &str> =
                     msg.lines().filter_map(|l| l.split_once('=')).collect();
@@ -410,6 +409,9 @@ fn keeper_restart(sig: Signal, store: bool) -> Option<(String, String, String)> 
         });
     }
     println!("{stdout}");
+    if store {
+        assert_worker_reconnected_to_keeper(&srv.log_text());
+    }
     Some((stdout, k1.log_text(), k2.log_text()))
 }
 
@@ -417,6 +419,7 @@ fn assert_restored(stdout: &str, k2_log: &str) {
     for step in [
         "OK keeper.db row and record",
         "OK restarted keeper holds the same open file description",
+        "OK the worker claimed record",
         "OK holdfastctl handles --json: disconnected, time left",
         "OK another user and a wrong CreateGuid refused after the restart",
         "OK DH2C on a new connection after keeper restart and worker crash; data read back",
@@ -428,6 +431,18 @@ fn assert_restored(stdout: &str, k2_log: &str) {
     assert!(k2_log.contains("kept handle restored from the fd store"));
     assert!(k2_log.contains("fetch refused; record kept"));
     assert!(!k2_log.contains("kept handle lost"));
+}
+
+/// The worker noticed the keeper restart on its next request, sent it again
+/// on a new connection and claimed its connected handle again.
+fn assert_worker_reconnected_to_keeper(srv_log: &str) {
+    assert!(
+        srv_log
+            .contains("handle keeper connection lost (keeper restarted?); retrying on a new one"),
+        "no retry in the smbd log"
+    );
+    assert!(srv_log.contains("kept handle claimed again after a keeper reconnect"));
+    assert!(!srv_log.contains("handle keeper deposit failed"));
 }
 
 /// Issue 4 acceptance: the keeper is killed (-9) and restarted under an
@@ -463,5 +478,8 @@ fn keeper_restart_without_fd_store_loses_handles_and_logs_it() {
     }
     assert!(k1.contains("no NOTIFY_SOCKET: kept handles will not survive a keeper restart"));
     assert!(k1.contains("stopping without an fd store: these kept handles are lost"));
-    assert!(k2.contains("kept handle lost across the keeper restart"), "{k2}");
+    assert!(
+        k2.contains("kept handle lost across the keeper restart"),
+        "{k2}"
+    );
 }
