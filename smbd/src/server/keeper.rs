@@ -171,7 +171,7 @@ impl KeeperLink {
     /// Asks the keeper for a disconnected handle this process does not know.
     pub async fn fetch(&self, req: &FetchRequest) -> Result<(Record, OwnedFd), ClientError> {
         match self.call(Op::Fetch(req)).await? {
-            Done::Fetched(rec, fd) => Ok((rec, fd)),
+            Done::Fetched(rec, fd) => Ok((*rec, fd)),
             _ => Err(ClientError::Protocol("fetch: unexpected result".into())),
         }
     }
@@ -192,7 +192,7 @@ enum Op<'a> {
 /// What a request returned.
 enum Done {
     Id(u64),
-    Fetched(Record, OwnedFd),
+    Fetched(Box<Record>, OwnedFd),
     Unit,
 }
 
@@ -213,7 +213,7 @@ impl Op<'_> {
             Op::Deposit(rec, fd) => Done::Id(c.deposit(rec, fd).await?),
             Op::Fetch(req) => {
                 let (rec, fd) = c.fetch(req).await?;
-                Done::Fetched(rec, fd)
+                Done::Fetched(Box::new(rec), fd)
             }
             Op::Disconnect(id) => {
                 c.disconnect(id, 0).await?;
