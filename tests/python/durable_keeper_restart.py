@@ -96,6 +96,11 @@ def main():
     rec_id = recs[0]["id"]
     if recs[0]["state"] != "connected" or recs[0]["time_left_ms"] is not None:
         fail("fresh record not connected: %r" % recs[0])
+    # smbprotocol puts the UUID's bytes on the wire in RFC 4122 order; the
+    # keeper prints wire bytes as a GUID (first three fields little-endian).
+    wire_guid = str(uuid.UUID(bytes_le=conn1.client_guid.bytes))
+    if recs[0]["client_guid"] != wire_guid:
+        fail("record's ClientGuid %r, connection's %s" % (recs[0]["client_guid"], wire_guid))
     kfds = fds_on(a.keeper_pid, path)
     if len(kfds) != 1:
         fail("keeper holds %d fds on %s" % (len(kfds), path))
@@ -207,7 +212,7 @@ def main():
     except SMBResponseException as e:
         if e.status != 0xC0000022:  # ACCESS_DENIED
             fail("another user: status %#x" % e.status)
-    _, tree2 = connect(a, a.user, a.password)
+    conn2, tree2 = connect(a, a.user, a.password)
     try:
         reconnect(tree2, name, file_id, uuid.uuid4())
         fail("a wrong CreateGuid reclaimed the handle")
@@ -223,6 +228,12 @@ def main():
     if got != data:
         fail("read back %r" % got[:40])
     print("OK DH2C on a new connection after keeper restart and worker crash; data read back",
+          flush=True)
+    # That connection has a ClientGuid of its own: an oplock-based handle is
+    # not bound to it (MS-SMB2 3.3.5.9.12 binds leased handles only).
+    if str(conn2.client_guid) == str(conn1.client_guid):
+        fail("the reconnect reused the first connection's ClientGuid")
+    print("OK reclaimed from another ClientGuid, as MS-SMB2 allows for an oplock handle",
           flush=True)
 
     nfds = wait_for(lambda: fds_on(new, path) or None, "the new worker's fd")

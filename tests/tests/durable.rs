@@ -423,6 +423,7 @@ fn assert_restored(stdout: &str, k2_log: &str) {
         "OK holdfastctl handles --json: disconnected, time left",
         "OK another user and a wrong CreateGuid refused after the restart",
         "OK DH2C on a new connection after keeper restart and worker crash; data read back",
+        "OK reclaimed from another ClientGuid, as MS-SMB2 allows for an oplock handle",
         "OK same open file description (offset 4242)",
         "OK close removed the keeper record",
     ] {
