@@ -484,3 +484,67 @@ fn keeper_restart_without_fd_store_loses_handles_and_logs_it() {
         "{k2}"
     );
 }
+
+/// `posix locking = yes` (issue 5): SMB byte-range locks are mirrored as OFD
+/// locks on the open's description, so a local process (standing in for
+/// NFS) is kept out by them and keeps SMB out with its own, while
+/// connected and while the keeper holds a disconnected durable handle.
+#[test]
+fn posix_locking_mirrors_smb_locks_for_local_processes() {
+    if !python_smbprotocol_available() || !nix::unistd::geteuid().is_root() {
+        return;
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("holdfast-posix-locking.")
+        .tempdir()
+        .expect("tempdir");
+    let keeper = Keeper::start(KeeperOpts {
+        dir: dir.path(),
+        tag: "keeper",
+        notify: None,
+        listen_fds: Vec::new(),
+    });
+    let srv = Server::start_config(
+        &format!(
+            "holdfast workers = 1\n\tholdfast keeper socket = {}",
+            keeper.socket.display()
+        ),
+        "posix locking = yes",
+    );
+    let Some(pid) = srv.pid() else {
+        return;
+    };
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/posix_locking.py");
+    let mut c = Command::new(python());
+    c.arg(&script)
+        .args(["--host", &srv.host, "--port", &srv.port.to_string()])
+        .args(["--share", &srv.share, "--user", &srv.user])
+        .args(["--password", &srv.password])
+        .arg("--localdir")
+        .arg(&srv.localdir)
+        .arg("--keeper-socket")
+        .arg(&keeper.socket)
+        .arg("--ctl")
+        .arg(bin_dir().join("holdfastctl"))
+        .args(["--supervisor", &pid.to_string()]);
+    let out = run_with_timeout(&mut c, None, Duration::from_secs(120));
+    if !out.success() {
+        srv.dump_log();
+        panic!(
+            "posix_locking.py failed:\n{out}\n--- keeper log ---\n{}",
+            keeper.log_text()
+        );
+    }
+    println!("{}", out.stdout);
+    for step in [
+        "OK an SMB exclusive lock makes local F_OFD_SETLK and F_SETLK fail (EAGAIN)",
+        "OK an SMB shared lock admits local readers and refuses local writers",
+        "OK local OFD and POSIX locks refuse the SMB lock with LOCK_NOT_GRANTED",
+        "OK a blocking SMB lock was granted",
+        "OK SMB unlock releases the local view",
+        "OK while disconnected (worker killed, keeper holds the fd) the lock keeps local processes out",
+        "OK after reconnect and close nothing is locked locally",
+    ] {
+        assert!(out.stdout.contains(step), "missing {step:?}:\n{out}");
+    }
+}
