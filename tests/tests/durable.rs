@@ -548,3 +548,66 @@ fn posix_locking_mirrors_smb_locks_for_local_processes() {
         assert!(out.stdout.contains(step), "missing {step:?}:\n{out}");
     }
 }
+
+/// A lease-based durable handle is bound to its ClientGuid (MS-SMB2
+/// 3.3.5.9.12): a reconnect from another client instance is refused in the
+/// worker and, after the worker died, by the keeper, and the handle stays
+/// for its owner.
+#[test]
+fn leased_durable_handle_refuses_another_client_guid() {
+    if !python_smbprotocol_available() || !nix::unistd::geteuid().is_root() {
+        return;
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("holdfast-lease-binding.")
+        .tempdir()
+        .expect("tempdir");
+    let keeper = Keeper::start(KeeperOpts {
+        dir: dir.path(),
+        tag: "keeper",
+        notify: None,
+        listen_fds: Vec::new(),
+    });
+    let srv = Server::start_config(
+        &format!(
+            "holdfast workers = 1\n\tholdfast keeper socket = {}",
+            keeper.socket.display()
+        ),
+        "",
+    );
+    let Some(pid) = srv.pid() else {
+        return;
+    };
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/durable_lease_binding.py");
+    let mut c = Command::new(python());
+    c.arg(&script)
+        .args(["--host", &srv.host, "--port", &srv.port.to_string()])
+        .args(["--share", &srv.share, "--user", &srv.user])
+        .args(["--password", &srv.password])
+        .arg("--keeper-socket")
+        .arg(&keeper.socket)
+        .arg("--ctl")
+        .arg(bin_dir().join("holdfastctl"))
+        .args(["--supervisor", &pid.to_string()]);
+    let out = run_with_timeout(&mut c, None, Duration::from_secs(120));
+    if !out.success() {
+        srv.dump_log();
+        panic!(
+            "durable_lease_binding.py failed:\n{out}\n--- keeper log ---\n{}",
+            keeper.log_text()
+        );
+    }
+    println!("{}", out.stdout);
+    for step in [
+        "OK lease-based durable v2 open; the keeper's record carries its lease key",
+        "OK in the worker: another ClientGuid refused, the owner's ClientGuid reconnects",
+        "OK through the keeper: another ClientGuid refused, record",
+    ] {
+        assert!(out.stdout.contains(step), "missing {step:?}:\n{out}");
+    }
+    let klog = keeper.log_text();
+    assert!(
+        klog.contains("ClientGUID differs") && klog.contains("fetch refused; record kept"),
+        "{klog}"
+    );
+}

@@ -660,7 +660,14 @@ impl Connection {
         let ofd =
             (!meta.is_dir() && posix_locking(&share)).then(|| Arc::new(OfdMirror::new(fd.clone())));
         if let (Some(d), Some(k)) = (durable.as_mut(), self.st.keeper.as_ref()) {
-            let rec = keeper_record(d, fid, created.access, &user, &share, &rel, &self.peer);
+            let mut rec = keeper_record(d, fid, created.access, &user, &share, &rel, &self.peer);
+            // A lease-based handle is bound to its lease (ClientGuid and key):
+            // the keeper checks both on a reconnect (MS-SMB2 3.3.5.9.12).
+            if let Some(id) = self.st.broker.open_lease(key, open_id) {
+                rec.lease_key = Some(id.1);
+                rec.lease_state = self.st.broker.lease_grant(key, id).map_or(0, |g| g.state);
+                rec.oplock_level = crate::fsa::oplock::WIRE_LEASE;
+            }
             d.keeper_id = k.deposit(&rec, fd.as_fd()).await;
         }
         self.opens.insert(
@@ -865,9 +872,14 @@ impl Connection {
         let Some(keeper) = self.st.keeper.as_ref() else {
             return Err(NtStatus::OBJECT_NAME_NOT_FOUND);
         };
-        if CreateContext::find(&req.contexts, crate::wire::create::ctx::REQUEST_LEASE).is_some() {
-            return Err(NtStatus::OBJECT_NAME_NOT_FOUND);
-        }
+        // The request's lease key goes to the keeper, which binds a leased
+        // handle to it and to the ClientGuid.
+        let lease_key = CreateContext::find(&req.contexts, crate::wire::create::ctx::REQUEST_LEASE)
+            .map(|c| {
+                LeaseContext::decode(&c.data)
+                    .map(|l| l.key)
+                    .unwrap_or_default()
+            });
         let (kind, create_guid) = match ask {
             Ask::ReconnectV2 { create_guid, .. } => (DurableKind::V2, create_guid),
             _ => (DurableKind::V1, [0; 16]),
@@ -877,7 +889,7 @@ impl Connection {
             persistent_file_id: file_id.persistent,
             client_guid: self.neg.client_guid,
             create_guid,
-            lease_key: None,
+            lease_key,
             uid: user.identity.uid,
             user_name: user.name.clone(),
         };
@@ -888,6 +900,13 @@ impl Connection {
                 _ => NtStatus::OBJECT_NAME_NOT_FOUND,
             }
         })?;
+        if rec.lease_key.is_some() {
+            // The keeper accepted the binding, but the lease itself lived in
+            // the dead worker's broker; rebuilding it is not implemented. The
+            // record stays (a Fetch changes nothing) until it times out.
+            info!(fid = file_id.persistent, keeper_id = rec.id, path = %rec.path, "a lease-based durable handle cannot be rebuilt after a worker crash yet");
+            return Err(NtStatus::OBJECT_NAME_NOT_FOUND);
+        }
         let open_id = rec.persistent_file_id;
         if !rec.share.eq_ignore_ascii_case(&share.name)
             || open_id != file_id.persistent
