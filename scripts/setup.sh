@@ -8,26 +8,36 @@
 #   1. apt: build deps and the test peers (smbclient, samba, samba-testsuite, python3-pip);
 #      pip: smbprotocol (scripts/lib.sh install_deps, shared with scripts/test.sh).
 #   2. cargo build --release --workspace; installs holdfast-smbd, holdfastctl and holdfast-keeper to
-#      /usr/local/sbin (the server then runs from there, not from target/release).
+#      /usr/local/sbin (the server then runs from there, not from target/release), and the
+#      systemd units of systemd/ to /etc/systemd/system (paths adjusted to PREFIX and
+#      HOLDFAST_CONF; checked with `systemd-analyze verify` when it exists; daemon-reload when
+#      systemd runs). Nothing is enabled unless --systemd is given.
 #   3. /etc/holdfast/smb.conf from `holdfast-smbd --print-default-config` (kept if it exists;
 #      a built-in default is written while the server lacks that flag).
 #   4. share directory /srv/holdfast/share (and any other `path =` of the config), Unix user
 #      `holdfast` (nologin) owning it, SMB user `holdfast` with a random password, printed
 #      and kept in /etc/holdfast/holdfast.password (mode 600; printed again on re-runs).
-#   5. exec holdfast-smbd --config /etc/holdfast/smb.conf (foreground, logs on stderr).
+#   5. exec holdfast-smbd --config /etc/holdfast/smb.conf (foreground, logs on stderr), or with
+#      --systemd: add `holdfast keeper socket = /run/holdfast/keeper.sock` to the config if it
+#      names no keeper, then `systemctl enable --now holdfast-keeper holdfast-smbd`.
+#
+#   sudo scripts/setup.sh --systemd  # as above, but run keeper and server as systemd services
 #
 # Environment: PREFIX [/usr/local]  HOLDFAST_CONF [/etc/holdfast/smb.conf]
+#   SYSTEMD_UNIT_DIR [/etc/systemd/system]
 #   HOLDFAST_RESET_PASSWORD=1 sets a new random password for the SMB user holdfast.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 . "$(dirname "$0")/lib.sh"
 
 RUN=1
+SYSTEMD=0
 for a in "$@"; do
   case $a in
     --no-run) RUN=0 ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
-    *) die "unknown option $a (known: --no-run)" ;;
+    --systemd) SYSTEMD=1 ;;
+    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+    *) die "unknown option $a (known: --no-run, --systemd)" ;;
   esac
 done
 need_root "setup.sh"
@@ -52,6 +62,35 @@ for b in holdfast-smbd holdfastctl holdfast-keeper; do
 done
 SMBD=$SBIN/holdfast-smbd
 CTL=$SBIN/holdfastctl
+
+# systemd units, with the installed binaries' and the config's paths.
+UNITDIR=${SYSTEMD_UNIT_DIR:-/etc/systemd/system}
+install -d "$UNITDIR"
+units=()
+for u in "$REPO_ROOT"/systemd/*.service "$REPO_ROOT"/systemd/*.socket; do
+  [ -e "$u" ] || continue
+  dest=$UNITDIR/$(basename "$u")
+  sed -e "s#/usr/local/sbin/#$SBIN/#g" -e "s#--config /etc/holdfast/smb.conf#--config $CONF#g" \
+    "$u" >"$dest.new"
+  chmod 0644 "$dest.new"
+  mv "$dest.new" "$dest"
+  units+=("$dest")
+  info "installed $dest"
+done
+if command -v systemd-analyze >/dev/null 2>&1; then
+  if ! out=$(systemd-analyze verify "${units[@]}" 2>&1) || [ -n "$out" ]; then
+    printf '%s\n' "$out" >&2
+    die "systemd-analyze verify found problems in the units above"
+  fi
+  info "systemd-analyze verify: units clean"
+else
+  info "no systemd-analyze: units not verified"
+fi
+SYSTEMD_RUNNING=0
+if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+  SYSTEMD_RUNNING=1
+  systemctl daemon-reload
+fi
 
 banner "3/5 configuration"
 install -d -m 0755 "$CONFDIR"
@@ -137,6 +176,22 @@ cat <<MSG
 
 MSG
 
+if [ "$SYSTEMD" = 1 ]; then
+  [ "$SYSTEMD_RUNNING" = 1 ] || die "--systemd: systemd is not running on this machine"
+  if ! grep -Eq '^[[:space:]]*holdfast keeper socket[[:space:]]*=' "$CONF"; then
+    # Under [global], right after its header.
+    sed -i '0,/^\[global\]/s##[global]\n\tholdfast keeper socket = /run/holdfast/keeper.sock#' "$CONF"
+    info "added 'holdfast keeper socket = /run/holdfast/keeper.sock' to $CONF"
+  fi
+  if [ "$RUN" = 0 ]; then
+    systemctl enable holdfast-keeper.service holdfast-smbd.service
+    info "--no-run: services enabled, not started"
+  else
+    systemctl enable --now holdfast-keeper.service holdfast-smbd.service
+    systemctl --no-pager status holdfast-keeper.service holdfast-smbd.service || true
+  fi
+  exit 0
+fi
 if [ "$RUN" = 0 ]; then
   info "--no-run: not starting the server"
   exit 0

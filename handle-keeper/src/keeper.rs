@@ -175,7 +175,12 @@ impl Keeper {
             }
             drop(fd);
         }
-        if lost > 0 {
+        if lost > 0 && self.notifier.available() {
+            warn!(
+                lost,
+                "kept handles were lost: systemd's fd store did not hand their fds back"
+            );
+        } else if lost > 0 {
             warn!(
                 lost,
                 "non-persistent handles were lost because no fd store was available"
@@ -718,6 +723,40 @@ mod tests {
             code(&k.handle(peer(2), Request::Fetch(req), vec![])),
             Some(ErrorCode::NotFound)
         );
+    }
+
+    /// MS-SMB2 3.3.5.9.12 binds a v2 handle to its ClientGuid only when it
+    /// holds a lease: an oplock-based one comes back from a new client
+    /// instance (smbtorture durable-v2-open.reopen2), a leased one does not.
+    #[test]
+    fn v2_client_guid_binds_leased_handles_only() {
+        let mut k = keeper();
+        let mut oplock = v2_record(0x20);
+        oplock.lease_key = None;
+        let (id, _f) = deposit(&mut k, oplock.clone());
+        k.handle(peer(1), Request::Disconnect { id, at_ms: 1 }, vec![]);
+        let mut req = fetch_for(&oplock);
+        req.client_guid = [9; 16];
+        assert!(matches!(
+            &k.handle(peer(2), Request::Fetch(req), vec![])[0].0,
+            Response::Fetched(g) if g.id == id
+        ));
+
+        let leased = v2_record(0x21);
+        let (lid, _g) = deposit(&mut k, leased.clone());
+        k.handle(peer(1), Request::Disconnect { id: lid, at_ms: 1 }, vec![]);
+        let before = k.store.get(lid).unwrap().unwrap();
+        let mut req = fetch_for(&leased);
+        req.client_guid = [9; 16];
+        assert_eq!(
+            code(&k.handle(peer(2), Request::Fetch(req), vec![])),
+            Some(ErrorCode::NotFound)
+        );
+        assert_eq!(k.store.get(lid).unwrap().unwrap(), before);
+        assert!(matches!(
+            &k.handle(peer(2), Request::Fetch(fetch_for(&leased)), vec![])[0].0,
+            Response::Fetched(g) if g.id == lid
+        ));
     }
 
     #[test]

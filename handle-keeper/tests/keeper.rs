@@ -724,7 +724,7 @@ async fn restart_takes_fds_back_from_the_fd_store() {
     o.notify = Some(&sd.path);
     o.listen_fds = fds;
     let k2 = Keeper::start(o);
-    k2.wait_log("non-persistent handles were lost because no fd store was available");
+    k2.wait_log("kept handles were lost: systemd's fd store did not hand their fds back");
     k2.wait_log("kept handle restored from the fd store");
 
     let mut c = k2.client().await;

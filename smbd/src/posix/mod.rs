@@ -4,6 +4,7 @@ pub mod dir;
 pub mod dos;
 pub mod errors;
 pub mod io;
+pub mod locks;
 pub mod open;
 pub mod ops;
 pub mod share;

@@ -10,6 +10,7 @@ use crate::fsa::names;
 use crate::fsa::oplock::{Intent, Level};
 use crate::fsa::types::{access, action, attr, disposition, options, FileMeta};
 use crate::fsa::writetime::{Change, OpenWriteTime};
+use crate::posix::locks::OfdMirror;
 use crate::posix::{self, CreateMode, DirMode, OpenRequest};
 use crate::wire::close::{CloseRequest, CloseResponse};
 use crate::wire::create::{
@@ -64,6 +65,8 @@ pub struct Open {
     /// Lock sequence numbers of successful LOCK requests, by index
     /// (MS-SMB2 3.3.5.14), so that a replayed request is not applied twice.
     pub lock_seq: LockSequences,
+    /// `posix locking = yes`: the OFD mirror of this open's byte-range locks.
+    pub ofd: Option<Arc<OfdMirror>>,
 }
 
 /// Open.LockSequenceArray: 64 entries, each a 4-bit number or invalid.
@@ -668,8 +671,17 @@ impl Connection {
             contexts: ctxs,
         };
         let fd = Arc::new(created.fd);
+        let ofd =
+            (!meta.is_dir() && posix_locking(&share)).then(|| Arc::new(OfdMirror::new(fd.clone())));
         if let (Some(d), Some(k)) = (durable.as_mut(), self.st.keeper.as_ref()) {
-            let rec = keeper_record(d, fid, created.access, &user, &share, &rel, &self.peer);
+            let mut rec = keeper_record(d, fid, created.access, &user, &share, &rel, &self.peer);
+            // A lease-based handle is bound to its lease (ClientGuid and key):
+            // the keeper checks both on a reconnect (MS-SMB2 3.3.5.9.12).
+            if let Some(id) = self.st.broker.open_lease(key, open_id) {
+                rec.lease_key = Some(id.1);
+                rec.lease_state = self.st.broker.lease_grant(key, id).map_or(0, |g| g.state);
+                rec.oplock_level = crate::fsa::oplock::WIRE_LEASE;
+            }
             d.keeper_id = k.deposit(&rec, fd.as_fd()).await;
         }
         self.opens.insert(
@@ -699,6 +711,7 @@ impl Connection {
                 stream: None,
                 durable,
                 lock_seq: LockSequences::default(),
+                ofd,
             },
         );
         ctx.related_fid = Some(fid);
@@ -873,9 +886,14 @@ impl Connection {
         let Some(keeper) = self.st.keeper.as_ref() else {
             return Err(NtStatus::OBJECT_NAME_NOT_FOUND);
         };
-        if CreateContext::find(&req.contexts, crate::wire::create::ctx::REQUEST_LEASE).is_some() {
-            return Err(NtStatus::OBJECT_NAME_NOT_FOUND);
-        }
+        // The request's lease key goes to the keeper, which binds a leased
+        // handle to it and to the ClientGuid.
+        let lease_key = CreateContext::find(&req.contexts, crate::wire::create::ctx::REQUEST_LEASE)
+            .map(|c| {
+                LeaseContext::decode(&c.data)
+                    .map(|l| l.key)
+                    .unwrap_or_default()
+            });
         let (kind, create_guid) = match ask {
             Ask::ReconnectV2 { create_guid, .. } => (DurableKind::V2, create_guid),
             _ => (DurableKind::V1, [0; 16]),
@@ -885,7 +903,7 @@ impl Connection {
             persistent_file_id: file_id.persistent,
             client_guid: self.neg.client_guid,
             create_guid,
-            lease_key: None,
+            lease_key,
             uid: user.identity.uid,
             user_name: user.name.clone(),
         };
@@ -896,6 +914,13 @@ impl Connection {
                 _ => NtStatus::OBJECT_NAME_NOT_FOUND,
             }
         })?;
+        if rec.lease_key.is_some() {
+            // The keeper accepted the binding, but the lease itself lived in
+            // the dead worker's broker; rebuilding it is not implemented. The
+            // record stays (a Fetch changes nothing) until it times out.
+            info!(fid = file_id.persistent, keeper_id = rec.id, path = %rec.path, "a lease-based durable handle cannot be rebuilt after a worker crash yet");
+            return Err(NtStatus::OBJECT_NAME_NOT_FOUND);
+        }
         let open_id = rec.persistent_file_id;
         if !rec.share.eq_ignore_ascii_case(&share.name)
             || open_id != file_id.persistent
@@ -905,6 +930,7 @@ impl Connection {
             return Err(NtStatus::OBJECT_NAME_NOT_FOUND);
         }
         let fd = Arc::new(fd);
+        let ofd_fd = fd.clone();
         let f2 = fd.clone();
         let mut meta = fs(user.identity.clone(), move || posix::stat(f2.as_fd())).await?;
         let key = FileKey {
@@ -990,6 +1016,9 @@ impl Connection {
                     keeper_id: Some(rec.id),
                 }),
                 lock_seq: LockSequences::default(),
+                // The description may still carry the dead worker's mirrored
+                // locks; they stay until close (the broker has lost them).
+                ofd: posix_locking(share).then(|| Arc::new(OfdMirror::new(ofd_fd))),
             },
         );
         ctx.related_fid = Some(fid);
@@ -1186,7 +1215,7 @@ impl Connection {
         let check_seq = self.neg.dialect != 0x0202
             && self.neg.server_caps & crate::wire::negotiate::GLOBAL_CAP_MULTI_CHANNEL != 0;
         let seq = req.lock_sequence;
-        let (key, oid) = {
+        let (key, oid, ofd) = {
             let o = self.open_mut(ctx, fid)?;
             if (check_seq || o.durable.is_some()) && o.lock_seq.replayed(seq) {
                 debug!(
@@ -1196,7 +1225,7 @@ impl Connection {
                 ctx.related_fid = Some(fid);
                 return Ok(lock_reply());
             }
-            (o.key, o.fid.volatile)
+            (o.key, o.fid.volatile, o.ofd.clone())
         };
         ctx.related_fid = Some(fid);
         let unlocking = req
@@ -1214,7 +1243,7 @@ impl Connection {
                 if f != LOCKFLAG_UNLOCK {
                     Err(NtStatus::INVALID_PARAMETER)
                 } else {
-                    self.st.broker.unlock(key, oid, l.offset, l.length)
+                    release_lock(&self.st, key, oid, ofd.as_deref(), l.offset, l.length)
                 }
             } else {
                 let kind = f & !LOCKFLAG_FAIL_IMMEDIATELY;
@@ -1224,9 +1253,11 @@ impl Connection {
                 if bad_kind || blocking_in_list {
                     Err(NtStatus::INVALID_PARAMETER)
                 } else {
-                    self.st.broker.lock(
+                    grant_lock(
+                        &self.st,
                         key,
                         oid,
+                        ofd.as_deref(),
                         l.offset,
                         l.length,
                         kind == LOCKFLAG_EXCLUSIVE_LOCK,
@@ -1241,6 +1272,7 @@ impl Connection {
                 let gate = Gate::default();
                 let g = gate.clone();
                 let exclusive = f & LOCKFLAG_EXCLUSIVE_LOCK != 0;
+                let ofd = ofd.clone();
                 self.async_work = Some(AsyncWork::new(
                     PendingKind::Lock,
                     Some(oid),
@@ -1255,7 +1287,15 @@ impl Connection {
                             tokio::pin!(released);
                             released.as_mut().enable();
                             let attempt = g.attempt(|| {
-                                match st.broker.lock(key, oid, l.offset, l.length, exclusive) {
+                                match grant_lock(
+                                    &st,
+                                    key,
+                                    oid,
+                                    ofd.as_deref(),
+                                    l.offset,
+                                    l.length,
+                                    exclusive,
+                                ) {
                                     Err(NtStatus::LOCK_NOT_GRANTED) => None,
                                     r => Some(r),
                                 }
@@ -1271,6 +1311,13 @@ impl Connection {
                                     return Ok(lock_reply());
                                 }
                                 Attempt::Cancelled => return Err(NtStatus::CANCELLED),
+                                // A local lock's release wakes nobody: poll.
+                                Attempt::Again if ofd.is_some() => {
+                                    tokio::select! {
+                                        _ = released => {}
+                                        _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
+                                    }
+                                }
                                 Attempt::Again => released.await,
                             }
                         }
@@ -1283,7 +1330,7 @@ impl Connection {
                 Err(s) => {
                     if !unlocking {
                         for (o, len) in taken {
-                            let _ = self.st.broker.unlock(key, oid, o, len);
+                            let _ = release_lock(&self.st, key, oid, ofd.as_deref(), o, len);
                         }
                     }
                     return Err(s);
@@ -1385,7 +1432,69 @@ impl Connection {
 /// Releases an open in the broker (of a connection, or a disconnected
 /// durable one),, stores a held LastWriteTime on the
 /// last close and performs a pending delete.
+/// `posix locking = yes` on this share (default: no, Holdfast's SMB locks
+/// stay inside the server).
+fn posix_locking(share: &Share) -> bool {
+    share
+        .conf
+        .as_ref()
+        .and_then(|c| c.posix_locking)
+        .unwrap_or(false)
+}
+
+/// Takes an SMB byte-range lock in the broker and, with `posix locking`, on
+/// the open file description; a range a local process (or NFS) holds
+/// refuses it with LOCK_NOT_GRANTED and leaves the broker as it was.
+fn grant_lock(
+    st: &ServerState,
+    key: FileKey,
+    oid: u64,
+    ofd: Option<&OfdMirror>,
+    offset: u64,
+    length: u64,
+    exclusive: bool,
+) -> Result<(), NtStatus> {
+    st.broker.lock(key, oid, offset, length, exclusive)?;
+    let Some(m) = ofd else {
+        return Ok(());
+    };
+    match m.lock(offset, length, exclusive) {
+        Ok(()) => Ok(()),
+        Err(e) if crate::posix::locks::is_conflict(&e) => {
+            let _ = st.broker.unlock(key, oid, offset, length);
+            debug!(
+                offset,
+                length, exclusive, "byte-range lock held locally (posix locking)"
+            );
+            Err(NtStatus::LOCK_NOT_GRANTED)
+        }
+        Err(e) => {
+            warn!(offset, length, error = %e, "could not mirror a byte-range lock as an OFD lock");
+            Ok(())
+        }
+    }
+}
+
+/// Releases an SMB byte-range lock in the broker and its OFD mirror.
+fn release_lock(
+    st: &ServerState,
+    key: FileKey,
+    oid: u64,
+    ofd: Option<&OfdMirror>,
+    offset: u64,
+    length: u64,
+) -> Result<(), NtStatus> {
+    st.broker.unlock(key, oid, offset, length)?;
+    if let Some(m) = ofd {
+        m.unlock(offset, length);
+    }
+    Ok(())
+}
+
 pub async fn close_open_in(st: &ServerState, mut open: Open) {
+    if let Some(m) = &open.ofd {
+        m.release_all();
+    }
     if let (Some(kid), Some(k)) = (
         open.durable.as_ref().and_then(|d| d.keeper_id),
         st.keeper.as_ref(),

@@ -9,21 +9,38 @@
 //! worker, and every keeper failure is logged and otherwise ignored.
 
 use holdfast_keeper_proto::{Client, ClientError, FetchRequest, Record};
+use std::collections::HashSet;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 use tokio::sync::Mutex;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 /// How long one keeper request may take before the worker gives up on it
 /// (and on the connection).
 const KEEPER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+fn timed_out() -> ClientError {
+    ClientError::Protocol(format!("no answer within {KEEPER_TIMEOUT:?}"))
+}
 
 /// One connection to the keeper, opened on first use and again after it
 /// breaks. Requests are serialised (the protocol answers in order).
 pub struct KeeperLink {
     path: PathBuf,
     name: String,
-    client: Mutex<Option<Client>>,
+    client: Mutex<Link>,
+}
+
+#[derive(Default)]
+struct Link {
+    client: Option<Client>,
+    /// Keeper record ids this process holds connected (deposited or
+    /// reconnected, not yet disconnected or closed). A new keeper connection
+    /// claims them again: the keeper marks a dead connection's handles (and,
+    /// after a restart, all restored ones) disconnected and runs their timer.
+    owned: HashSet<u64>,
+    /// A connection existed before, so the next one is a reconnect.
+    was_connected: bool,
 }
 
 impl KeeperLink {
@@ -31,54 +48,92 @@ impl KeeperLink {
         KeeperLink {
             path,
             name,
-            client: Mutex::new(None),
+            client: Mutex::new(Link::default()),
         }
     }
 
-    /// Runs one request, connecting first if needed. An I/O or protocol
-    /// failure drops the connection so the next request starts afresh (the
-    /// keeper then marks this worker's handles disconnected, which a later
-    /// Reconnected repairs).
-    async fn call<T>(
-        &self,
-        what: &str,
-        f: impl AsyncFnOnce(&mut Client) -> Result<T, ClientError>,
-    ) -> Result<T, ClientError> {
-        let timed_out = || ClientError::Protocol(format!("no answer within {KEEPER_TIMEOUT:?}"));
-        let mut guard = self.client.lock().await;
-        if guard.is_none() {
-            let c = tokio::time::timeout(KEEPER_TIMEOUT, Client::connect(&self.path, &self.name))
-                .await
-                .map_err(|_| timed_out())??;
-            debug!(
-                keeper_pid = c.keeper_pid(),
-                "connected to the handle keeper"
-            );
-            *guard = Some(c);
+    /// Connects if needed; on a reconnect, claims the owned handles again.
+    /// Returns whether the connection was made by this call.
+    async fn ensure(&self, link: &mut Link) -> Result<bool, ClientError> {
+        if link.client.is_some() {
+            return Ok(false);
         }
-        let Some(c) = guard.as_mut() else {
-            return Err(ClientError::Protocol("no keeper connection".into()));
-        };
-        // A keeper that hangs must not hang the SMB requests waiting on it.
-        let r = tokio::time::timeout(KEEPER_TIMEOUT, f(c))
+        let mut c = tokio::time::timeout(KEEPER_TIMEOUT, Client::connect(&self.path, &self.name))
             .await
-            .unwrap_or_else(|_| Err(timed_out()));
-        if let Err(e) = &r {
-            if e.code().is_none() {
-                warn!(what, error = %e, "handle keeper connection failed; reconnecting next time");
-                *guard = None;
+            .map_err(|_| timed_out())??;
+        debug!(
+            keeper_pid = c.keeper_pid(),
+            fd_store = c.fd_store(),
+            "connected to the handle keeper"
+        );
+        if link.was_connected && !link.owned.is_empty() {
+            let mut ids: Vec<u64> = link.owned.iter().copied().collect();
+            ids.sort_unstable();
+            for id in ids {
+                match tokio::time::timeout(KEEPER_TIMEOUT, c.reconnected(id)).await {
+                    Ok(Ok(())) => info!(id, "kept handle claimed again after a keeper reconnect"),
+                    Ok(Err(e)) if e.code().is_some() => {
+                        warn!(id, error = %e, "the keeper no longer keeps this handle; it is durable in this worker only");
+                        link.owned.remove(&id);
+                    }
+                    Ok(Err(e)) => return Err(e),
+                    Err(_) => return Err(timed_out()),
+                }
             }
         }
-        r
+        link.client = Some(c);
+        link.was_connected = true;
+        Ok(true)
+    }
+
+    /// Runs one request, connecting first if needed. A connection that was
+    /// already open may have died with a keeper restart unnoticed: its I/O
+    /// failure is retried once on a fresh connection. Any other I/O or
+    /// protocol failure drops the connection so the next request starts
+    /// afresh.
+    async fn call(&self, op: Op<'_>) -> Result<Done, ClientError> {
+        let mut link = self.client.lock().await;
+        let mut fresh = self.ensure(&mut link).await?;
+        loop {
+            let Some(c) = link.client.as_mut() else {
+                return Err(ClientError::Protocol("no keeper connection".into()));
+            };
+            // A keeper that hangs must not hang the SMB requests waiting on it.
+            let r = tokio::time::timeout(KEEPER_TIMEOUT, op.run(c))
+                .await
+                .unwrap_or_else(|_| Err(timed_out()));
+            if let Err(e) = &r {
+                if e.code().is_none() {
+                    link.client = None;
+                    if !fresh && matches!(e, ClientError::Io(_)) {
+                        info!(what = op.name(), error = %e, "handle keeper connection lost (keeper restarted?); retrying on a new one");
+                        fresh = self.ensure(&mut link).await?;
+                        continue;
+                    }
+                    warn!(what = op.name(), error = %e, "handle keeper connection failed; reconnecting next time");
+                }
+            }
+            return r;
+        }
+    }
+
+    async fn own(&self, id: u64, owned: bool) {
+        let mut link = self.client.lock().await;
+        if owned {
+            link.owned.insert(id);
+        } else {
+            link.owned.remove(&id);
+        }
     }
 
     /// Deposits a durable open; returns the keeper's record id.
     pub async fn deposit(&self, rec: &Record, fd: BorrowedFd<'_>) -> Option<u64> {
-        match self
-            .call("deposit", async |c| c.deposit(rec, fd).await)
-            .await
-        {
-            Ok(id) => Some(id),
+        match self.call(Op::Deposit(rec, fd)).await {
+            Ok(Done::Id(id)) => {
+                self.own(id, true).await;
+                Some(id)
+            }
+            Ok(_) => None,
             Err(e) => {
                 warn!(error = %e, path = %rec.path, "handle keeper deposit failed; the handle is durable in this worker only");
                 None
@@ -87,37 +142,95 @@ impl KeeperLink {
     }
 
     pub async fn disconnect(&self, id: u64) {
-        self.notify("disconnect", id, async |c| c.disconnect(id, 0).await)
-            .await
+        self.own(id, false).await;
+        self.notify(id, Op::Disconnect(id)).await
     }
 
     pub async fn reconnected(&self, id: u64) {
-        self.notify("reconnected", id, async |c| c.reconnected(id).await)
-            .await
+        self.own(id, true).await;
+        self.notify(id, Op::Reconnected(id)).await
     }
 
     pub async fn close(&self, id: u64) {
-        self.notify("close", id, async |c| c.close(id).await).await
+        self.own(id, false).await;
+        self.notify(id, Op::Close(id)).await
     }
 
     pub async fn purge(&self, id: u64, reason: &str) {
-        self.notify("purge", id, async |c| c.purge(id, reason).await)
-            .await
+        self.own(id, false).await;
+        self.notify(id, Op::Purge(id, reason)).await
     }
 
-    async fn notify(
-        &self,
-        what: &str,
-        id: u64,
-        f: impl AsyncFnOnce(&mut Client) -> Result<(), ClientError>,
-    ) {
-        if let Err(e) = self.call(what, f).await {
+    async fn notify(&self, id: u64, op: Op<'_>) {
+        let what = op.name();
+        if let Err(e) = self.call(op).await {
             warn!(what, id, error = %e, "handle keeper request failed");
         }
     }
 
     /// Asks the keeper for a disconnected handle this process does not know.
     pub async fn fetch(&self, req: &FetchRequest) -> Result<(Record, OwnedFd), ClientError> {
-        self.call("fetch", async |c| c.fetch(req).await).await
+        match self.call(Op::Fetch(req)).await? {
+            Done::Fetched(rec, fd) => Ok((*rec, fd)),
+            _ => Err(ClientError::Protocol("fetch: unexpected result".into())),
+        }
+    }
+}
+
+/// One keeper request, kept as data so a request that met a dead connection
+/// can be sent again on a new one.
+#[derive(Clone, Copy)]
+enum Op<'a> {
+    Deposit(&'a Record, BorrowedFd<'a>),
+    Fetch(&'a FetchRequest),
+    Disconnect(u64),
+    Reconnected(u64),
+    Close(u64),
+    Purge(u64, &'a str),
+}
+
+/// What a request returned.
+enum Done {
+    Id(u64),
+    Fetched(Box<Record>, OwnedFd),
+    Unit,
+}
+
+impl Op<'_> {
+    fn name(&self) -> &'static str {
+        match self {
+            Op::Deposit(..) => "deposit",
+            Op::Fetch(_) => "fetch",
+            Op::Disconnect(_) => "disconnect",
+            Op::Reconnected(_) => "reconnected",
+            Op::Close(_) => "close",
+            Op::Purge(..) => "purge",
+        }
+    }
+
+    async fn run(&self, c: &mut Client) -> Result<Done, ClientError> {
+        Ok(match *self {
+            Op::Deposit(rec, fd) => Done::Id(c.deposit(rec, fd).await?),
+            Op::Fetch(req) => {
+                let (rec, fd) = c.fetch(req).await?;
+                Done::Fetched(Box::new(rec), fd)
+            }
+            Op::Disconnect(id) => {
+                c.disconnect(id, 0).await?;
+                Done::Unit
+            }
+            Op::Reconnected(id) => {
+                c.reconnected(id).await?;
+                Done::Unit
+            }
+            Op::Close(id) => {
+                c.close(id).await?;
+                Done::Unit
+            }
+            Op::Purge(id, reason) => {
+                c.purge(id, reason).await?;
+                Done::Unit
+            }
+        })
     }
 }

@@ -299,6 +299,7 @@ impl Connection {
                 stream: Some(stored),
                 durable: None,
                 lock_seq: super::files::LockSequences::default(),
+                ofd: None,
             },
         );
         ctx.related_fid = Some(fid);
