@@ -2,6 +2,7 @@
 
 use super::conn::{Connection, Ctx, Reply};
 use super::durable::{self, Ask};
+use super::kernel_oplock;
 use super::pending::{AsyncWork, Attempt, Gate, PendingKind};
 use super::state::{ServerState, Share};
 use crate::fsa::broker::{FileKey, Opened};
@@ -100,7 +101,7 @@ const WRITE_BITS: u32 = access::FILE_WRITE_DATA
     | access::FILE_DELETE_CHILD;
 
 struct Created {
-    fd: OwnedFd,
+    fd: Arc<OwnedFd>,
     meta: FileMeta,
     action: u32,
     access: u32,
@@ -301,7 +302,7 @@ impl Connection {
         })?;
 
         let open_id = self.st.next_file_id();
-        let granted: Level;
+        let mut granted: Level;
         let lease_id;
         let created = match existing {
             Some(probe) => {
@@ -405,6 +406,10 @@ impl Connection {
                 granted = level;
                 let read = want & DATA_READ != 0 && !is_dir;
                 let write = want & DATA_WRITE != 0 && !is_dir;
+                let kernel = kernel_oplock::enabled(&share) && (read || write);
+                if kernel {
+                    st.kernel.before_open(&st, key, write);
+                }
                 let reopen = fs(id2, move || {
                     let fd = if read || write || is_dir {
                         posix::reopen(probe.fd.as_fd(), read || is_dir, write)?
@@ -433,6 +438,11 @@ impl Connection {
                         return Err(s);
                     }
                 };
+                let fd = Arc::new(fd);
+                if kernel {
+                    st.kernel.after_open(&st, key, open_id, &fd);
+                    granted = st.broker.oplock_level(key, open_id);
+                }
                 let act = match disp {
                     disposition::SUPERSEDE => action::SUPERSEDED,
                     disposition::OVERWRITE | disposition::OVERWRITE_IF => action::OVERWRITTEN,
@@ -533,9 +543,14 @@ impl Connection {
                     Opened::Granted(level) => level,
                     Opened::Wait => return Err(NtStatus::SHARING_VIOLATION),
                 };
+                let fd = Arc::new(o.fd);
+                if kernel_oplock::enabled(&share) && !dir {
+                    st.kernel.after_open(&st, key, open_id, &fd);
+                    granted = st.broker.oplock_level(key, open_id);
+                }
                 info!(path = %rel.display(), dir, created = o.created, "created");
                 Created {
-                    fd: o.fd,
+                    fd,
                     meta: o.meta,
                     action: if o.created {
                         action::CREATED
@@ -612,7 +627,7 @@ impl Connection {
             file_id: fid,
             contexts: ctxs,
         };
-        let fd = Arc::new(created.fd);
+        let fd = created.fd;
         if let (Some(d), Some(k)) = (durable.as_mut(), self.st.keeper.as_ref()) {
             let rec = keeper_record(d, fid, created.access, &user, &share, &rel, &self.peer);
             d.keeper_id = k.deposit(&rec, fd.as_fd()).await;
@@ -1317,6 +1332,9 @@ pub async fn close_open_in(st: &ServerState, mut open: Open) {
     ) {
         k.close(kid).await;
     }
+    // Before the broker forgets the open, so that an open waiting for it
+    // does not find our kernel lease still there.
+    st.kernel.forget(&open.fd);
     st.broker.write_time_close(open.key, &mut open.write_time);
     let (outcome, wake) = st.broker.close_deferring_wake(open.key, open.fid.volatile);
     if let (Some(t), None) = (outcome.write_time, outcome.delete.as_ref()) {

@@ -212,6 +212,11 @@ impl Connection {
         };
         let (is_dir, fresh) = (base.is_dir(), p.existing.is_none());
         let (read, write) = (want & DATA_READ != 0, want & DATA_WRITE != 0);
+        // The stream's data fd is an open of the base file for the kernel.
+        let kernel = super::kernel_oplock::enabled(&c.share) && !is_dir && (read || write);
+        if kernel {
+            self.st.kernel.before_open(&self.st, key, write);
+        }
         let (fd0, name) = (p.fd, stored.clone());
         let opened = fs(c.identity.clone(), move || {
             // Reopening with the data access asked for checks it against
@@ -238,6 +243,12 @@ impl Connection {
                 return Err(s);
             }
         };
+        let fd = Arc::new(fd);
+        let mut granted = granted;
+        if kernel {
+            self.st.kernel.after_open(&self.st, key, open_id, &fd);
+            granted = self.st.broker.oplock_level(key, open_id);
+        }
         let create_action = match disp {
             _ if p.base_created || fresh => action::CREATED,
             disposition::SUPERSEDE => action::SUPERSEDED,
@@ -285,7 +296,7 @@ impl Connection {
                 session_id: ctx.hdr.session_id,
                 tree_id: c.tree_id,
                 share: c.share,
-                fd: Arc::new(fd),
+                fd,
                 write_time: Default::default(),
                 key,
                 path: p.rel,
