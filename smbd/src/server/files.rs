@@ -410,9 +410,21 @@ impl Connection {
                 if kernel {
                     st.kernel.before_open(&st, key, write);
                 }
+                let wait_id = id2.clone();
                 let reopen = fs(id2, move || {
-                    let fd = if read || write || is_dir {
-                        posix::reopen(probe.fd.as_fd(), read || is_dir, write)?
+                    let fd = if read || write {
+                        match posix::reopen_nowait(probe.fd.as_fd(), read, write) {
+                            Ok(fd) => fd,
+                            // A lease of a local process or NFS client is
+                            // being broken: wait without blocking the
+                            // connection, then run the CREATE again.
+                            Err(e) if e.raw_os_error() == Some(nix::libc::EWOULDBLOCK) => {
+                                return Ok(Err(probe.fd));
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    } else if is_dir {
+                        posix::reopen(probe.fd.as_fd(), true, false)?
                     } else {
                         probe.fd
                     };
@@ -428,11 +440,15 @@ impl Connection {
                         }
                     }
                     let meta = posix::stat(fd.as_fd())?;
-                    Ok((fd, meta))
+                    Ok(Ok((fd, meta)))
                 })
                 .await;
                 let (fd, meta) = match reopen {
-                    Ok(v) => v,
+                    Ok(Ok(v)) => v,
+                    Ok(Err(path_fd)) => {
+                        st.broker.close(key, open_id);
+                        return Ok(self.wait_for_local_lease(ctx, path_fd, wait_id, read, write));
+                    }
                     Err(s) => {
                         st.broker.close(key, open_id);
                         return Err(s);

@@ -331,3 +331,41 @@ fn on_break(st: &Arc<ServerState>, raw: RawFd) {
         st.kernel.reconcile(&st, e.key);
     });
 }
+
+impl super::conn::Connection {
+    /// A CREATE found the file under someone else's kernel lease (a local
+    /// process or NFS; the kernel has started its break): it goes async,
+    /// a blocking open as the user waits for the holder (at most the
+    /// kernel's lease-break-time), and the CREATE is run again. The
+    /// connection keeps serving other requests meanwhile.
+    pub fn wait_for_local_lease(
+        &mut self,
+        ctx: &super::conn::Ctx<'_>,
+        path_fd: OwnedFd,
+        id: Arc<kmod_interface::identity::Identity>,
+        read: bool,
+        write: bool,
+    ) -> super::conn::Reply {
+        use super::pending::{AsyncWork, Attempt, Gate, PendingKind};
+        let gate = Gate::default();
+        let g = gate.clone();
+        debug!("create waits for a kernel lease held outside Holdfast");
+        self.async_work = Some(
+            AsyncWork::new(PendingKind::OplockBreak, None, gate, async move {
+                let waited = super::files::fs(id, move || {
+                    crate::posix::reopen(path_fd.as_fd(), read, write).map(drop)
+                })
+                .await;
+                if let Err(s) = waited {
+                    debug!(?s, "waiting for a kernel lease");
+                }
+                match g.attempt(|| Some(())) {
+                    Attempt::Cancelled => Err(crate::wire::NtStatus::CANCELLED),
+                    _ => Ok(super::conn::error_reply(crate::wire::NtStatus::PENDING)),
+                }
+            })
+            .redo(ctx.msg.to_vec()),
+        );
+        super::conn::error_reply(crate::wire::NtStatus::PENDING)
+    }
+}
