@@ -113,14 +113,17 @@ impl KernelLeases {
         }
     }
 
-    /// An SMB open got its fd and its grant: take the kernel lease that
-    /// backs the grant. A write lease the kernel refuses (another open of
+    /// An SMB open with data access got its fd and its grant: take the
+    /// kernel lease that backs the grant. A write lease the kernel refuses (another open of
     /// the file exists anywhere) lowers the grant to what a read lease, or
     /// nothing, can back; read caching is kept even where no read lease can
     /// be had (a writable fd, a writer elsewhere): see docs.
     pub fn after_open(&self, st: &Arc<ServerState>, key: FileKey, open_id: u64, fd: &Arc<OwnedFd>) {
         let bits = st.broker.caching(key, open_id);
-        if bits == 0 {
+        // An open without data access has an O_PATH fd, which the kernel
+        // neither leases nor counts: no local opener can conflict with it,
+        // and it caches no data, so its grant needs no backing.
+        if bits == 0 || kmod_interface::is_o_path(fd.as_fd()).unwrap_or(true) {
             return;
         }
         self.start(st);
@@ -265,6 +268,13 @@ fn break_timeout(st: &ServerState) -> Duration {
     Duration::from_secs(u64::from(st.config.global.oplock_break_timeout))
 }
 
+/// The fd was opened read-only (so a write lease on it may become a read
+/// lease).
+fn read_only(fd: &Arc<OwnedFd>) -> bool {
+    nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL)
+        .is_ok_and(|fl| fl & nix::libc::O_ACCMODE == nix::libc::O_RDONLY)
+}
+
 /// F_SETSIG, F_SETOWN (this process) and F_SETLEASE on `fd`.
 fn take(fd: &Arc<OwnedFd>, kind: LeaseKind) -> std::io::Result<()> {
     let f = fd.as_fd();
@@ -312,7 +322,14 @@ fn on_break(st: &Arc<ServerState>, raw: RawFd) {
         debug!(open = e.open_id, "no kernel lease break pending");
         return;
     }
-    let keep = if target == LeaseKind::Read { R | H } else { 0 };
+    // A reader lets the holder keep read caching only where a read lease
+    // can go on backing it (a read-only fd); a writable fd cannot hold one,
+    // and unbacked read caching would miss the next local writer.
+    let keep = if target == LeaseKind::Read && read_only(&e.fd) {
+        R | H
+    } else {
+        0
+    };
     info!(
         open = e.open_id,
         ?target,
