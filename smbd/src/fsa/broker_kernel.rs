@@ -131,3 +131,98 @@ impl Broker {
         wait
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fsa::broker::Opened;
+    use crate::fsa::lease::LeaseRequest;
+    use crate::fsa::oplock::Intent;
+    use crate::fsa::types::{access, share};
+    use tokio::sync::mpsc;
+
+    const K: FileKey = FileKey {
+        dev: 5,
+        ino: 6,
+        stream: 0,
+    };
+    const RW: u32 = access::FILE_READ_DATA | access::FILE_WRITE_DATA;
+    const T: Duration = Duration::from_secs(30);
+
+    fn intent(requested: Level, lease: Option<LeaseRequest>) -> Intent {
+        Intent {
+            owner: 1,
+            requested,
+            oplocks: true,
+            level2: true,
+            may_break: true,
+            break_timeout: T,
+            lease,
+            ..Intent::none()
+        }
+    }
+
+    fn broker() -> (Broker, mpsc::UnboundedReceiver<oplock::BreakNotice>) {
+        let b = Broker::new();
+        let (tx, rx) = mpsc::unbounded_channel();
+        b.register_break_sink(1, tx);
+        (b, rx)
+    }
+
+    #[test]
+    fn refused_write_lease_lowers_a_fresh_batch_grant_silently() {
+        let (b, mut rx) = broker();
+        let i = intent(Level::Batch, None);
+        assert_eq!(
+            b.open_with(K, "f".into(), 10, RW, share::ALL, false, &i),
+            Ok(Opened::Granted(Level::Batch))
+        );
+        assert_eq!(b.caching(K, 10), R | W | H);
+        b.kernel_limit(K, 10, R | H);
+        assert_eq!(b.oplock_level(K, 10), Level::LevelII);
+        assert_eq!(b.caching(K, 10), R);
+        assert!(rx.try_recv().is_err(), "the client was never told batch");
+    }
+
+    #[test]
+    fn kernel_break_of_a_batch_oplock_waits_for_the_acknowledgment() {
+        let (b, mut rx) = broker();
+        let i = intent(Level::Batch, None);
+        b.open_with(K, "f".into(), 10, RW, share::ALL, false, &i)
+            .unwrap();
+        assert!(b.kernel_break(K, 10, 0, T));
+        let n = rx.try_recv().unwrap();
+        assert_eq!((n.open_id, n.to), (10, Level::NoOplock));
+        // Still cached until the holder answers.
+        assert_eq!(b.caching(K, 10), R | W | H);
+        assert_eq!(b.oplock_ack(K, 10, 0), Ok(Level::NoOplock));
+        assert_eq!(b.caching(K, 10), 0);
+        // Nothing left to break.
+        assert!(!b.kernel_break(K, 10, 0, T));
+    }
+
+    #[test]
+    fn kernel_break_of_a_lease_keeps_what_the_reader_allows() {
+        let (b, mut rx) = broker();
+        let req = LeaseRequest {
+            id: ([1; 16], [2; 16]),
+            state: R | W | H,
+            v2: false,
+            epoch: 0,
+            parent: None,
+        };
+        let i = intent(Level::NoOplock, Some(req));
+        b.open_with(K, "f".into(), 10, RW, share::ALL, false, &i)
+            .unwrap();
+        assert_eq!(b.caching(K, 10), R | W | H);
+        assert!(b.kernel_break(K, 10, R | H, T));
+        let l = rx.try_recv().unwrap().lease.expect("a lease break");
+        assert_eq!((l.from, l.to, l.ack_required), (R | W | H, R | H, true));
+        assert_eq!(b.lease_ack(req.id, R | H), Ok(R | H));
+        assert_eq!(b.caching(K, 10), R | H);
+        // A fresh grant the kernel refuses loses W without a notification.
+        b.kernel_limit(K, 10, 0);
+        assert_eq!(b.caching(K, 10), 0);
+        assert!(rx.try_recv().is_err());
+    }
+}
