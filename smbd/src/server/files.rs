@@ -407,12 +407,22 @@ impl Connection {
                 let read = want & DATA_READ != 0 && !is_dir;
                 let write = want & DATA_WRITE != 0 && !is_dir;
                 let kernel = kernel_oplock::enabled(&share) && (read || write);
-                if kernel {
+                // Another open of this lease key may lend its fd (and so its
+                // kernel lease); otherwise kernel leases our new fd would
+                // break are released first.
+                let shared = lease_id
+                    .filter(|_| kernel)
+                    .and_then(|id| st.kernel.dup_for(key, id, read, write));
+                let sharing = shared.is_some();
+                if kernel && !sharing {
                     st.kernel.before_open(&st, key, write);
                 }
                 let wait_id = id2.clone();
                 let reopen = fs(id2, move || {
-                    let fd = if read || write {
+                    let fd = if let Some(fd) = shared {
+                        posix::check_access(probe.fd.as_fd(), read, write)?;
+                        fd
+                    } else if read || write {
                         match posix::reopen_nowait(probe.fd.as_fd(), read, write) {
                             Ok(fd) => fd,
                             // A lease of a local process or NFS client is
@@ -455,9 +465,13 @@ impl Connection {
                     }
                 };
                 let fd = Arc::new(fd);
-                if kernel {
-                    st.kernel.after_open(&st, key, open_id, &fd);
-                    granted = st.broker.oplock_level(key, open_id);
+                match lease_id {
+                    Some(id) if sharing => st.kernel.add_sharer(key, id, &fd),
+                    _ if kernel => {
+                        st.kernel.after_open(&st, key, open_id, &fd);
+                        granted = st.broker.oplock_level(key, open_id);
+                    }
+                    _ => {}
                 }
                 let act = match disp {
                     disposition::SUPERSEDE => action::SUPERSEDED,

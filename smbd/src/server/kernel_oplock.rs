@@ -11,7 +11,7 @@
 
 use super::state::{ServerState, Share};
 use crate::fsa::broker::FileKey;
-use crate::fsa::lease::{H, R, W};
+use crate::fsa::lease::{LeaseId, H, R, W};
 use kmod_interface::lease::{self as kl, LeaseKind, SignalFd};
 use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
@@ -30,6 +30,11 @@ struct Entry {
     key: FileKey,
     open_id: u64,
     kind: LeaseKind,
+    /// The SMB lease of the open, if it has one.
+    lease: Option<LeaseId>,
+    /// Later opens of the same lease key that use a dup of `fd` (the same
+    /// open file description, so the same kernel lease).
+    sharers: Vec<Arc<OwnedFd>>,
 }
 
 /// The kernel leases this process holds, by fd number (the fd stays open
@@ -130,7 +135,7 @@ impl KernelLeases {
         let mut want = needed(bits);
         if want == LeaseKind::Write {
             match take(fd, LeaseKind::Write) {
-                Ok(()) => return self.insert(fd, key, open_id, LeaseKind::Write),
+                Ok(()) => return self.insert(st, fd, key, open_id, LeaseKind::Write),
                 Err(err) => {
                     debug!(open = open_id, %err, "no write lease: grant loses write caching");
                     st.broker.kernel_limit(key, open_id, R | H);
@@ -140,13 +145,20 @@ impl KernelLeases {
         }
         if want == LeaseKind::Read {
             match take(fd, LeaseKind::Read) {
-                Ok(()) => self.insert(fd, key, open_id, LeaseKind::Read),
+                Ok(()) => self.insert(st, fd, key, open_id, LeaseKind::Read),
                 Err(err) => debug!(open = open_id, %err, "read caching without a read lease"),
             }
         }
     }
 
-    fn insert(&self, fd: &Arc<OwnedFd>, key: FileKey, open_id: u64, kind: LeaseKind) {
+    fn insert(
+        &self,
+        st: &ServerState,
+        fd: &Arc<OwnedFd>,
+        key: FileKey,
+        open_id: u64,
+        kind: LeaseKind,
+    ) {
         debug!(open = open_id, ?kind, "kernel lease taken");
         self.lock().insert(
             fd.as_raw_fd(),
@@ -155,17 +167,75 @@ impl KernelLeases {
                 key,
                 open_id,
                 kind,
+                lease: st.broker.open_lease(key, open_id),
+                sharers: Vec::new(),
             },
         );
     }
 
+    /// A further open of `key` under lease `id`: when another open of the
+    /// same lease holds the write lease on an fd whose access mode covers
+    /// `read` and `write`, a dup of that fd. The kernel then sees no new
+    /// open, so the lease (one per open file description) goes on backing
+    /// both, as SMB shares one lease state among the opens of a key. The
+    /// caller checks the user's access itself and registers the dup with
+    /// [`KernelLeases::add_sharer`].
+    pub fn dup_for(&self, key: FileKey, id: LeaseId, read: bool, write: bool) -> Option<OwnedFd> {
+        let map = self.lock();
+        let e = map
+            .values()
+            .find(|e| e.key == key && e.lease == Some(id) && e.kind == LeaseKind::Write)?;
+        let acc = nix::fcntl::fcntl(e.fd.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL).ok()?
+            & nix::libc::O_ACCMODE;
+        let ok = (!read || acc != nix::libc::O_WRONLY) && (!write || acc != nix::libc::O_RDONLY);
+        if !ok {
+            return None;
+        }
+        e.fd.try_clone().ok()
+    }
+
+    /// Records `fd` (from [`KernelLeases::dup_for`]) as sharing the lease
+    /// of lease `id` on `key`.
+    pub fn add_sharer(&self, key: FileKey, id: LeaseId, fd: &Arc<OwnedFd>) {
+        let mut map = self.lock();
+        if let Some(e) = map
+            .values_mut()
+            .find(|e| e.key == key && e.lease == Some(id) && e.kind == LeaseKind::Write)
+        {
+            debug!(
+                open = e.open_id,
+                "a further open of the lease shares its kernel lease"
+            );
+            e.sharers.push(fd.clone());
+        }
+    }
+
     /// The open is closing: drop its lease now (its fd may live on a moment
-    /// in a pending operation).
+    /// in a pending operation), or, when other opens of its lease share
+    /// the open file description, hand the lease over to one of them.
     pub fn forget(&self, fd: &Arc<OwnedFd>) {
-        let e = self.lock().remove(&fd.as_raw_fd());
-        if let Some(e) = e.filter(|e| Arc::ptr_eq(&e.fd, fd)) {
+        let mut map = self.lock();
+        let raw = fd.as_raw_fd();
+        if map.get(&raw).is_some_and(|e| Arc::ptr_eq(&e.fd, fd)) {
+            let Some(mut e) = map.remove(&raw) else {
+                return;
+            };
+            if let Some(next) = e.sharers.pop() {
+                // Same description, same lease: re-issuing it through the
+                // new fd makes breaks name that fd (si_fd).
+                if take(&next, e.kind).is_ok() {
+                    e.fd = next;
+                    debug!(open = e.open_id, "kernel lease handed to a sharer");
+                    map.insert(e.fd.as_raw_fd(), e);
+                    return;
+                }
+            }
             let _ = kl::set_lease(e.fd.as_fd(), LeaseKind::None);
             debug!(open = e.open_id, "kernel lease released at close");
+            return;
+        }
+        for e in map.values_mut() {
+            e.sharers.retain(|s| !Arc::ptr_eq(s, fd));
         }
     }
 
