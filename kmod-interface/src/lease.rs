@@ -2,7 +2,7 @@
 //! another protocol wants a file we have cached access to.
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use crate::cvt;
 
@@ -69,6 +69,118 @@ pub fn set_owner(fd: BorrowedFd<'_>, pid: i32) -> io::Result<()> {
     fcntl_int(fd, libc::F_SETOWN, pid).map(drop)
 }
 
+/// The realtime signal Holdfast asks lease breaks to arrive as (SIGRTMIN+3;
+/// glibc keeps the first realtime signals for itself).
+pub fn break_signal() -> i32 {
+    libc::SIGRTMIN() + 3
+}
+
+fn sigset(sigs: &[i32]) -> io::Result<libc::sigset_t> {
+    // SAFETY: sigset_t is plain data; sigemptyset initializes it before any
+    // other use, and sigaddset only writes into it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        cvt(libc::sigemptyset(&mut set))?;
+        for &s in sigs {
+            cvt(libc::sigaddset(&mut set, s))?;
+        }
+        Ok(set)
+    }
+}
+
+/// Blocks `sigs` in the calling thread; threads created afterwards inherit
+/// the mask. Called before the runtime starts so that no thread ever takes
+/// a break signal's default action (SIGIO would end the process).
+pub fn block_signals(sigs: &[i32]) -> io::Result<()> {
+    let set = sigset(sigs)?;
+    // SAFETY: `set` is an initialized sigset_t; the old mask is not wanted.
+    let r = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    if r != 0 {
+        return Err(io::Error::from_raw_os_error(r));
+    }
+    Ok(())
+}
+
+/// A blocking `signalfd` for (already blocked) signals, read by a thread of
+/// its own.
+#[derive(Debug)]
+pub struct SignalFd(OwnedFd);
+
+/// One signal read from a [`SignalFd`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignalEvent {
+    pub signo: i32,
+    /// `si_fd`: the leased fd for a lease break with a signal set by F_SETSIG.
+    pub fd: i32,
+}
+
+impl SignalFd {
+    pub fn new(sigs: &[i32]) -> io::Result<SignalFd> {
+        let set = sigset(sigs)?;
+        // SAFETY: `set` is initialized; -1 asks for a new fd, which we own.
+        let fd = cvt(unsafe { libc::signalfd(-1, &set, libc::SFD_CLOEXEC) })?;
+        // SAFETY: signalfd just returned this fd and nobody else owns it.
+        Ok(SignalFd(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    /// Waits for the next signal.
+    pub fn read(&self) -> io::Result<SignalEvent> {
+        // SAFETY: signalfd_siginfo is plain data, valid when zeroed.
+        let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
+        let len = std::mem::size_of::<libc::signalfd_siginfo>();
+        let n = crate::cvt_retry(|| {
+            // SAFETY: reads at most `len` bytes into `info`, which is that large.
+            unsafe {
+                libc::read(
+                    self.0.as_raw_fd(),
+                    (&mut info as *mut libc::signalfd_siginfo).cast(),
+                    len,
+                )
+            }
+        })?;
+        if n as usize != len {
+            return Err(io::Error::from_raw_os_error(libc::EIO));
+        }
+        Ok(SignalEvent {
+            signo: info.ssi_signo as i32,
+            fd: info.ssi_fd,
+        })
+    }
+}
+
+impl AsFd for SignalFd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
+impl AsRawFd for SignalFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+/// F_SETOWN_EX and F_OWNER_TID, missing from libc on x86_64 glibc.
+const F_SETOWN_EX: libc::c_int = 15;
+const F_OWNER_TID: libc::c_int = 0;
+
+/// `struct f_owner_ex` of linux/fcntl.h.
+#[repr(C)]
+struct OwnerEx {
+    kind: libc::c_int,
+    pid: libc::pid_t,
+}
+
+/// Sends break signals to one thread (`tid`) rather than to the process.
+pub fn set_owner_thread(fd: BorrowedFd<'_>, tid: i32) -> io::Result<()> {
+    let o = OwnerEx {
+        kind: F_OWNER_TID,
+        pid: tid,
+    };
+    // SAFETY: F_SETOWN_EX reads a `struct f_owner_ex`, which `o` is.
+    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), F_SETOWN_EX, &o as *const OwnerEx) }).map(drop)
+}
+
 /// `struct delegation` of linux/fcntl.h (6.19+).
 #[repr(C)]
 struct Delegation {
@@ -125,5 +237,36 @@ mod tests {
         assert_eq!(get_lease(w.as_fd()).unwrap(), LeaseKind::Read);
         set_lease(w.as_fd(), LeaseKind::None).unwrap();
         std::fs::File::open(&p).unwrap();
+    }
+
+    #[test]
+    fn break_arrives_on_a_signalfd() {
+        // Blocked in this test thread only; the signal is sent to the thread
+        // (F_SETOWN_EX would be needed otherwise), so use a child thread
+        // that owns everything.
+        std::thread::spawn(|| {
+            let sig = break_signal();
+            block_signals(&[sig]).unwrap();
+            let sfd = SignalFd::new(&[sig]).unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let p = dir.path().join("f");
+            std::fs::write(&p, b"x").unwrap();
+            let w = OpenOptions::new().read(true).write(true).open(&p).unwrap();
+            set_signal(w.as_fd(), sig).unwrap();
+            let tid = nix::unistd::gettid().as_raw();
+            set_owner_thread(w.as_fd(), tid).unwrap();
+            set_lease(w.as_fd(), LeaseKind::Write).unwrap();
+            let e = OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&p)
+                .unwrap_err();
+            assert_eq!(e.raw_os_error(), Some(libc::EWOULDBLOCK));
+            let ev = sfd.read().unwrap();
+            assert_eq!(ev.signo, sig);
+            assert_eq!(ev.fd, w.as_raw_fd());
+        })
+        .join()
+        .unwrap();
     }
 }

@@ -99,6 +99,11 @@ fn main() -> ExitCode {
 }
 
 fn runtime() -> Option<tokio::runtime::Runtime> {
+    // Before any thread exists, so that every thread inherits the mask.
+    if let Err(e) = holdfast_smbd::server::kernel_oplock::block_break_signals() {
+        tracing::error!(%e, "cannot block the kernel lease break signals");
+        return None;
+    }
     match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

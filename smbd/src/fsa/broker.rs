@@ -19,6 +19,9 @@ use std::time::Instant;
 use tokio::sync::{mpsc, Notify};
 use tracing::debug;
 
+#[path = "broker_kernel.rs"]
+mod kernel;
+
 /// Identifies a file (and one of its data streams) independent of its name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct FileKey {

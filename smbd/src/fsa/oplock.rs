@@ -158,7 +158,7 @@ pub fn is_lease_stat_open(access_mask: u32) -> bool {
     is_stat_open(access_mask & !access::READ_CONTROL)
 }
 
-fn start_break(
+pub(super) fn start_break(
     open_id: u64,
     rec: &mut OplockRec,
     to: Level,

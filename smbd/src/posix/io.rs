@@ -44,7 +44,32 @@ pub fn write_at(fd: BorrowedFd<'_>, data: &[u8], off: u64) -> io::Result<usize> 
 }
 
 pub fn fsync(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // An O_PATH fd (a stream open on a `kernel oplocks` share) has no data
+    // of its own to flush: stream writes are xattr calls, done at once.
+    if is_o_path(fd)? {
+        return Ok(());
+    }
     Ok(nix::unistd::fsync(fd.as_raw_fd())?)
+}
+
+/// Checks that the current identity may open the file behind `fd` with
+/// this access, without opening it (an open would break kernel leases).
+pub fn check_access(fd: BorrowedFd<'_>, read: bool, write: bool) -> io::Result<()> {
+    use nix::unistd::AccessFlags;
+    let mut mode = AccessFlags::empty();
+    if read {
+        mode |= AccessFlags::R_OK;
+    }
+    if write {
+        mode |= AccessFlags::W_OK;
+    }
+    let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    Ok(nix::unistd::faccessat(
+        None,
+        path.as_str(),
+        mode,
+        nix::fcntl::AtFlags::AT_EACCESS,
+    )?)
 }
 
 /// Opens the file behind `fd` again with new access, through /proc/self/fd/N
@@ -52,6 +77,18 @@ pub fn fsync(fd: BorrowedFd<'_>) -> io::Result<()> {
 /// Neither read nor write gives an `O_PATH` fd.
 pub fn reopen(fd: BorrowedFd<'_>, read: bool, write: bool) -> io::Result<OwnedFd> {
     reopen_flags(fd, read, write, 0)
+}
+
+/// Like [`reopen`] for data access, but when someone else's kernel lease
+/// stands in the way the open fails at once with `EWOULDBLOCK` (the lease
+/// break has started) instead of blocking the caller until the holder lets
+/// go. The returned fd is blocking as usual.
+pub fn reopen_nowait(fd: BorrowedFd<'_>, read: bool, write: bool) -> io::Result<OwnedFd> {
+    let f = reopen_flags(fd, read, write, libc::O_NONBLOCK)?;
+    let fl = fcntl(f.as_raw_fd(), FcntlArg::F_GETFL)?;
+    let fl = nix::fcntl::OFlag::from_bits_truncate(fl) & !nix::fcntl::OFlag::O_NONBLOCK;
+    fcntl(f.as_raw_fd(), FcntlArg::F_SETFL(fl))?;
+    Ok(f)
 }
 
 pub(crate) fn reopen_flags(

@@ -13,7 +13,7 @@ pub mod streams;
 pub use dir::{entry_meta, read_dir, DirEntry};
 pub use dos::{set_attributes, set_times, stat, DosInfo, DOS_XATTR};
 pub use errors::errno_to_status;
-pub use io::{allocate, fsync, read_at, reopen, set_size, write_at};
+pub use io::{allocate, check_access, fsync, read_at, reopen, reopen_nowait, set_size, write_at};
 pub use open::{open, CreateMode, DirMode, OpenRequest, Opened};
 pub use ops::{fchmod_mode, fchown, fs_stats, may_delete, rename, resolve_case, unlink, FsStats};
 pub use share::{run_as, ShareRoot};

@@ -2,6 +2,7 @@
 
 use super::conn::{Connection, Ctx, Reply};
 use super::durable::{self, Ask};
+use super::kernel_oplock;
 use super::pending::{AsyncWork, Attempt, Gate, PendingKind};
 use super::state::{ServerState, Share};
 use crate::fsa::broker::{FileKey, Opened};
@@ -145,7 +146,7 @@ const WRITE_BITS: u32 = access::FILE_WRITE_DATA
     | access::FILE_DELETE_CHILD;
 
 struct Created {
-    fd: OwnedFd,
+    fd: Arc<OwnedFd>,
     meta: FileMeta,
     action: u32,
     access: u32,
@@ -353,7 +354,7 @@ impl Connection {
         })?;
 
         let open_id = self.st.next_file_id();
-        let granted: Level;
+        let mut granted: Level;
         let lease_id;
         let created = match existing {
             Some(probe) => {
@@ -457,9 +458,35 @@ impl Connection {
                 granted = level;
                 let read = want & DATA_READ != 0 && !is_dir;
                 let write = want & DATA_WRITE != 0 && !is_dir;
+                let kernel = kernel_oplock::enabled(&share) && (read || write);
+                // Another open of this lease key may lend its fd (and so its
+                // kernel lease); otherwise kernel leases our new fd would
+                // break are released first.
+                let shared = lease_id
+                    .filter(|_| kernel)
+                    .and_then(|id| st.kernel.dup_for(key, id, read, write));
+                let sharing = shared.is_some();
+                if kernel && !sharing {
+                    st.kernel.before_open(&st, key, write);
+                }
+                let wait_id = id2.clone();
                 let reopen = fs(id2, move || {
-                    let fd = if read || write || is_dir {
-                        posix::reopen(probe.fd.as_fd(), read || is_dir, write)?
+                    let fd = if let Some(fd) = shared {
+                        posix::check_access(probe.fd.as_fd(), read, write)?;
+                        fd
+                    } else if read || write {
+                        match posix::reopen_nowait(probe.fd.as_fd(), read, write) {
+                            Ok(fd) => fd,
+                            // A lease of a local process or NFS client is
+                            // being broken: wait without blocking the
+                            // connection, then run the CREATE again.
+                            Err(e) if e.raw_os_error() == Some(nix::libc::EWOULDBLOCK) => {
+                                return Ok(Err(probe.fd));
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    } else if is_dir {
+                        posix::reopen(probe.fd.as_fd(), true, false)?
                     } else {
                         probe.fd
                     };
@@ -475,16 +502,29 @@ impl Connection {
                         }
                     }
                     let meta = posix::stat(fd.as_fd())?;
-                    Ok((fd, meta))
+                    Ok(Ok((fd, meta)))
                 })
                 .await;
                 let (fd, meta) = match reopen {
-                    Ok(v) => v,
+                    Ok(Ok(v)) => v,
+                    Ok(Err(path_fd)) => {
+                        st.broker.close(key, open_id);
+                        return Ok(self.wait_for_local_lease(ctx, path_fd, wait_id, read, write));
+                    }
                     Err(s) => {
                         st.broker.close(key, open_id);
                         return Err(s);
                     }
                 };
+                let fd = Arc::new(fd);
+                match lease_id {
+                    Some(id) if sharing => st.kernel.add_sharer(key, id, &fd),
+                    _ if kernel => {
+                        st.kernel.after_open(&st, key, open_id, &fd);
+                        granted = st.broker.oplock_level(key, open_id);
+                    }
+                    _ => {}
+                }
                 let act = match disp {
                     disposition::SUPERSEDE => action::SUPERSEDED,
                     disposition::OVERWRITE | disposition::OVERWRITE_IF => action::OVERWRITTEN,
@@ -585,6 +625,11 @@ impl Connection {
                     Opened::Granted(level) => level,
                     Opened::Wait => return Err(NtStatus::SHARING_VIOLATION),
                 };
+                let fd = Arc::new(o.fd);
+                if kernel_oplock::enabled(&share) && !dir {
+                    st.kernel.after_open(&st, key, open_id, &fd);
+                    granted = st.broker.oplock_level(key, open_id);
+                }
                 info!(path = %rel.display(), dir, created = o.created, "created");
                 if let (true, Some(pk)) = (o.created, parent_key) {
                     if st.broker.has_dir_leases() {
@@ -593,7 +638,7 @@ impl Connection {
                     }
                 }
                 Created {
-                    fd: o.fd,
+                    fd,
                     meta: o.meta,
                     action: if o.created {
                         action::CREATED
@@ -670,7 +715,7 @@ impl Connection {
             file_id: fid,
             contexts: ctxs,
         };
-        let fd = Arc::new(created.fd);
+        let fd = created.fd;
         let ofd =
             (!meta.is_dir() && posix_locking(&share)).then(|| Arc::new(OfdMirror::new(fd.clone())));
         if let (Some(d), Some(k)) = (durable.as_mut(), self.st.keeper.as_ref()) {
@@ -1503,6 +1548,9 @@ pub async fn close_open_in(st: &ServerState, mut open: Open) {
     }
     let written = open.write_time.written();
     let parent_lease = st.broker.lease_parent(open.key, open.fid.volatile);
+    // Before the broker forgets the open, so that an open waiting for it
+    // does not find our kernel lease still there.
+    st.kernel.forget(&open.fd);
     st.broker.write_time_close(open.key, &mut open.write_time);
     let (outcome, wake) = st.broker.close_deferring_wake(open.key, open.fid.volatile);
     if (written || outcome.delete.is_some()) && st.broker.has_dir_leases() {

@@ -10,6 +10,7 @@ pub mod durable;
 pub mod files;
 pub mod ipc;
 pub mod keeper;
+pub mod kernel_oplock;
 pub mod limits;
 pub mod listen;
 pub mod negotiate;

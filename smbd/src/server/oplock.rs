@@ -123,6 +123,9 @@ impl Connection {
         self.async_work = Some(
             AsyncWork::new(PendingKind::OplockBreak, None, gate, async move {
                 wait_for_breaks(&st.broker, key).await;
+                // Holders that lost write caching release their kernel
+                // leases before this open makes its fd.
+                st.kernel.reconcile(&st, key);
                 match g.attempt(|| Some(())) {
                     Attempt::Cancelled => Err(NtStatus::CANCELLED),
                     _ => Ok(error_reply(NtStatus::PENDING)),
@@ -150,6 +153,7 @@ impl Connection {
             .oplock_ack(key, oid, ack.oplock_level)
             .inspect_err(|s| debug!(fid = oid, level = ack.oplock_level, ?s, "bad oplock ack"))?;
         debug!(fid = oid, ?level, "oplock break acknowledged");
+        self.st.kernel.reconcile(&self.st, key);
         let mut b = Reply::buf();
         OplockBreak {
             oplock_level: level.wire(),
@@ -172,6 +176,9 @@ impl Connection {
             .lease_ack(id, a.lease_state)
             .inspect_err(|s| debug!(state = a.lease_state, ?s, "bad lease break ack"))?;
         debug!(state, "lease break acknowledged");
+        if let Some(key) = self.st.broker.lease_file(id) {
+            self.st.kernel.reconcile(&self.st, key);
+        }
         let mut b = Reply::buf();
         LeaseBreakAck {
             flags: 0,
@@ -186,7 +193,9 @@ impl Connection {
     /// Data of an open's stream changes through open `actor`: level II
     /// holders and other keys' leases lose read caching.
     pub fn break_level2_oplocks(&self, key: FileKey, actor: u64) {
-        self.st.broker.oplock_break_level2(key, actor);
+        if self.st.broker.oplock_break_level2(key, actor) > 0 {
+            self.st.kernel.reconcile(&self.st, key);
+        }
     }
 
     /// Queues an Oplock Break Notification for one of this connection's
@@ -293,7 +302,7 @@ impl Connection {
 
 /// Waits until no break of `key` is outstanding: each acknowledgment, close
 /// or timeout wakes the waiter, which completes timed-out breaks itself.
-async fn wait_for_breaks(broker: &Broker, key: FileKey) {
+pub(crate) async fn wait_for_breaks(broker: &Broker, key: FileKey) {
     loop {
         let Some(changed) = broker.oplock_changed(key) else {
             return;

@@ -85,6 +85,8 @@ pub struct ServerState {
     pub shares: Vec<Arc<Share>>,
     pub users: Mutex<UserDb>,
     pub broker: Broker,
+    /// Kernel leases backing SMB caching on `kernel oplocks` shares.
+    pub kernel: crate::server::kernel_oplock::KernelLeases,
     pub target: TargetInfo,
     /// Every valid session of the process (MS-SMB2 GlobalSessionTable).
     pub sessions: Mutex<HashMap<u64, SessionEntry>>,
@@ -146,6 +148,7 @@ impl ServerState {
             shares,
             users: Mutex::new(users),
             broker: Broker::new(),
+            kernel: Default::default(),
             sessions: Mutex::new(HashMap::new()),
             durable: DurableTable::default(),
             keeper,

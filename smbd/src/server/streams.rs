@@ -212,11 +212,19 @@ impl Connection {
         };
         let (is_dir, fresh) = (base.is_dir(), p.existing.is_none());
         let (read, write) = (want & DATA_READ != 0, want & DATA_WRITE != 0);
+        // With kernel oplocks a data open of the base file would break
+        // the file's kernel leases (streams are separate files for SMB), so
+        // the stream keeps its O_PATH fd (xattrs are reached through it)
+        // and access is checked without an open.
+        let kernel = super::kernel_oplock::enabled(&c.share);
         let (fd0, name) = (p.fd, stored.clone());
         let opened = fs(c.identity.clone(), move || {
             // Reopening with the data access asked for checks it against
             // the file's permissions; directories keep their O_PATH fd.
-            let fd = if !is_dir && (read || write) {
+            let fd = if kernel && !is_dir && (read || write) {
+                posix::check_access(fd0.as_fd(), read, write)?;
+                fd0
+            } else if !is_dir && (read || write) {
                 posix::reopen(fd0.as_fd(), read, write)?
             } else {
                 fd0
@@ -238,6 +246,7 @@ impl Connection {
                 return Err(s);
             }
         };
+        let fd = Arc::new(fd);
         let create_action = match disp {
             _ if p.base_created || fresh => action::CREATED,
             disposition::SUPERSEDE => action::SUPERSEDED,
@@ -285,7 +294,7 @@ impl Connection {
                 session_id: ctx.hdr.session_id,
                 tree_id: c.tree_id,
                 share: c.share,
-                fd: Arc::new(fd),
+                fd,
                 write_time: Default::default(),
                 key,
                 path: p.rel,
