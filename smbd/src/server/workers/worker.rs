@@ -48,6 +48,20 @@ impl WorkerLink {
         })
     }
 
+    /// Waits for the supervisor's first message, which carries this
+    /// worker's end of its broker socket.
+    pub async fn recv_broker(&self) -> io::Result<OwnedFd> {
+        let Some((msg, mut fds)) = channel::recv(&self.sock).await? else {
+            return Err(io::Error::other("supervisor gone before the broker link"));
+        };
+        match (ToWorker::decode(&msg), fds.pop()) {
+            (Ok(ToWorker::Broker), Some(fd)) => Ok(fd),
+            (m, _) => Err(io::Error::other(format!(
+                "expected the broker socket first, got {m:?}"
+            ))),
+        }
+    }
+
     /// True when this worker owns `guid` (it is registered as owner if
     /// nobody was); counts one more live connection for it then.
     async fn claim(&self, guid: [u8; 16]) -> io::Result<bool> {
@@ -154,6 +168,7 @@ pub async fn run(st: Arc<ServerState>, link: Arc<WorkerLink>, index: u32) {
                     smb1_done,
                 ));
             }
+            Ok(ToWorker::Broker) => warn!("unexpected second broker socket ignored"),
             Err(e) => warn!(%e, "bad control message"),
         }
     }
