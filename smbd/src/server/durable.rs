@@ -185,6 +185,17 @@ impl DurableTable {
         self.lock().contains_key(&id)
     }
 
+    /// Whether a disconnected open of client `guid` waits here (its
+    /// reconnect must come to this process).
+    pub fn holds_client(&self, guid: &[u8; 16]) -> bool {
+        self.lock().values().any(|d| {
+            d.open
+                .durable
+                .as_ref()
+                .is_some_and(|x| &x.client_guid == guid)
+        })
+    }
+
     /// Takes a disconnected open out of the table.
     fn take(&self, id: u64) -> Option<Disconnected> {
         self.lock().remove(&id)

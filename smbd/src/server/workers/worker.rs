@@ -80,7 +80,39 @@ impl WorkerLink {
         Ok(here)
     }
 
-    async fn conn_closed(&self, guid: [u8; 16]) {
+    /// The last connection of `guid` here closed: the GUID is released,
+    /// but only once no disconnected durable open of it waits in this
+    /// worker (its reconnect must be routed here).
+    async fn conn_closed(self: Arc<Self>, st: &Arc<ServerState>, guid: [u8; 16]) {
+        if !self.conn_gone(guid) {
+            return;
+        }
+        if st.durable.holds_client(&guid) {
+            let st = st.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    if lock(&self.guids).contains_key(&guid) {
+                        return; // connected again; its close releases it
+                    }
+                    if !st.durable.holds_client(&guid) {
+                        self.release(guid).await;
+                        return;
+                    }
+                }
+            });
+            return;
+        }
+        self.release(guid).await;
+    }
+
+    async fn release(&self, guid: [u8; 16]) {
+        let msg = ToSupervisor::Release { guid }.encode();
+        let _ = channel::send(&self.sock, &msg, None).await;
+    }
+
+    /// Counts one connection of `guid` less; true if it was the last.
+    fn conn_gone(&self, guid: [u8; 16]) -> bool {
         let last = {
             let mut g = lock(&self.guids);
             match g.get_mut(&guid) {
@@ -95,10 +127,7 @@ impl WorkerLink {
                 None => false,
             }
         };
-        if last {
-            let msg = ToSupervisor::Release { guid }.encode();
-            let _ = channel::send(&self.sock, &msg, None).await;
-        }
+        last
     }
 
     async fn hand_off(
@@ -197,7 +226,7 @@ pub async fn serve(
     id: u64,
     smb1_done: bool,
 ) {
-    let mut conn = Connection::new(st, peer, id);
+    let mut conn = Connection::new(st.clone(), peer, id);
     if smb1_done {
         conn.resume_after_smb1_upgrade();
     }
@@ -213,7 +242,7 @@ pub async fn serve(
     };
     conn.run(sock).await;
     if let (Some(l), Some(g)) = (link, guid) {
-        l.conn_closed(g).await;
+        l.conn_closed(&st, g).await;
     }
 }
 
