@@ -2,17 +2,19 @@
 //! workers, served over one SOCK_SEQPACKET socket pair per worker
 //! (docs/architecture.md section 8.1).
 //!
-//! Each worker link has a thread that reads a request, runs it on the
-//! broker, forwards the break notices and wake-ups the call caused, and then
-//! answers. Notices and wake-ups for a worker therefore reach it before the
-//! answer to the call that caused them, and always after the state change.
-//! When a worker's link closes (the worker died), its opens are closed, its
-//! locks released and its break owners forgotten, and waiters are woken.
+//! A worker's link is one event socket (supervisor to worker: break notices
+//! and wake-ups) and a few call sockets, each used by one worker thread at a
+//! time for a request and its reply. Each call socket has a thread here that
+//! reads a request, runs it on the broker, sends the break notices and
+//! wake-ups the call caused on the event sockets, and then answers; so an
+//! event is always sent after the state change that caused it. When all of a
+//! worker's call sockets are closed (the worker died), its opens are closed,
+//! its locks released and its break owners forgotten, and waiters are woken.
 
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use nix::errno::Errno;
@@ -69,10 +71,26 @@ pub fn pair() -> io::Result<(OwnedFd, OwnedFd)> {
     )?)
 }
 
+/// How many call sockets a worker gets: one per thread that may call at
+/// once (tokio's workers, one per core) and a few spare; a caller waits for
+/// a free one beyond that.
+pub fn call_sockets() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().min(30)) + 2
+}
+
+/// The worker's ends of its broker link.
+pub struct WorkerEnds {
+    pub events: OwnedFd,
+    pub calls: Vec<OwnedFd>,
+}
+
 /// One worker's link, as the service sees it.
 struct Link {
     worker: usize,
+    /// Event socket (break notices and wake-ups to the worker).
     fd: OwnedFd,
+    /// Call sockets still being served; the last one to close detaches.
+    serving: AtomicUsize,
     /// Held while sending, so that a drain of `breaks` stays in order.
     breaks_rx: Mutex<mpsc::UnboundedReceiver<BreakNotice>>,
     breaks_tx: mpsc::UnboundedSender<BreakNotice>,
@@ -118,31 +136,55 @@ impl BrokerService {
         Arc::new(Self::default())
     }
 
-    /// Starts serving a new link for worker `worker`; returns the worker's
-    /// end of the socket pair (to be passed to it).
-    pub fn attach(self: &Arc<Self>, worker: usize) -> io::Result<OwnedFd> {
-        let (ours, theirs) = pair()?;
+    /// Starts serving a new link for worker `worker` with `calls` call
+    /// sockets; returns the worker's ends (to be passed to it).
+    pub fn attach(self: &Arc<Self>, worker: usize, calls: usize) -> io::Result<WorkerEnds> {
+        let (events_ours, events) = pair()?;
+        let mut socks = Vec::new();
+        for _ in 0..calls.max(1) {
+            socks.push(pair()?);
+        }
         let (tx, rx) = mpsc::unbounded_channel();
         let id = self.next_link.fetch_add(1, Ordering::Relaxed);
         let link = Arc::new(Link {
             worker,
-            fd: ours,
+            fd: events_ours,
+            serving: AtomicUsize::new(socks.len()),
             breaks_rx: Mutex::new(rx),
             breaks_tx: tx,
             opens: Mutex::new(HashSet::new()),
         });
         lock(&self.links).insert(id, link.clone());
-        let me = self.clone();
-        std::thread::Builder::new()
-            .name(format!("broker-w{worker}"))
-            .spawn(move || me.serve(id, link))?;
-        Ok(theirs)
+        let mut theirs = Vec::new();
+        for (k, (ours, t)) in socks.into_iter().enumerate() {
+            theirs.push(t);
+            let me = self.clone();
+            let l = link.clone();
+            let started = std::thread::Builder::new()
+                .name(format!("broker-w{worker}-{k}"))
+                .spawn(move || me.serve(id, l, ours));
+            if let Err(e) = started {
+                // Its socket is gone with the closure; count it as closed.
+                warn!(worker, %e, "cannot start a broker thread");
+                self.call_socket_closed(id, &link);
+            }
+        }
+        Ok(WorkerEnds {
+            events,
+            calls: theirs,
+        })
     }
 
-    fn serve(self: Arc<Self>, id: u64, link: Arc<Link>) {
+    fn call_socket_closed(&self, id: u64, link: &Link) {
+        if link.serving.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.detach(id, link);
+        }
+    }
+
+    fn serve(self: Arc<Self>, id: u64, link: Arc<Link>, sock: OwnedFd) {
         let mut buf = Vec::new();
         loop {
-            let n = match recv_msg(&link.fd, &mut buf) {
+            let n = match recv_msg(&sock, &mut buf) {
                 Ok(Some(n)) => n,
                 Ok(None) => break,
                 Err(e) => {
@@ -160,14 +202,18 @@ impl BrokerService {
                     continue;
                 }
             };
+            tracing::trace!(req = ?msg.req, "broker call");
             let (resp, wake) = self.handle(id, &link, msg.req);
             self.flush_all();
             if let Some(key) = wake {
                 self.wake(key);
             }
-            link.send(&ToWorkerMsg::Reply { id: msg.id, resp });
+            let reply = bp::encode(&ToWorkerMsg::Reply { id: msg.id, resp });
+            if let Err(e) = send_msg(&sock, &reply) {
+                debug!(worker = link.worker, %e, "broker reply not delivered");
+            }
         }
-        self.detach(id, &link);
+        self.call_socket_closed(id, &link);
     }
 
     /// Forwards every link's queued break notices (a call may break the

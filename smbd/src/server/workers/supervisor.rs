@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio_seqpacket::UnixSeqpacket;
 use tracing::{error, info, warn};
 
-use super::broker_service::BrokerService;
+use super::broker_service::{call_sockets, BrokerService};
 use super::channel;
 use super::proto::{ToSupervisor, ToWorker};
 
@@ -171,8 +171,10 @@ impl Supervisor {
 
     /// Sends a newly started worker its broker socket (its first message).
     async fn give_broker(&self, i: usize, link: &UnixSeqpacket) -> io::Result<()> {
-        let fd = self.broker.attach(i)?;
-        channel::send(link, &ToWorker::Broker.encode(), Some(&fd)).await
+        let ends = self.broker.attach(i, call_sockets())?;
+        let mut fds = vec![&ends.events];
+        fds.extend(ends.calls.iter());
+        channel::send_fds(link, &ToWorker::Broker.encode(), &fds).await
     }
 
     fn spawn_worker(&self, i: usize) -> io::Result<(tokio::process::Child, Arc<UnixSeqpacket>)> {

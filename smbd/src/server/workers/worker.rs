@@ -15,6 +15,7 @@ use tokio::sync::oneshot;
 use tokio_seqpacket::UnixSeqpacket;
 use tracing::{info, warn, Instrument};
 
+use super::broker_service::WorkerEnds;
 use super::channel;
 use super::proto::{ToSupervisor, ToWorker};
 use crate::server::conn::Connection;
@@ -49,15 +50,19 @@ impl WorkerLink {
     }
 
     /// Waits for the supervisor's first message, which carries this
-    /// worker's end of its broker socket.
-    pub async fn recv_broker(&self) -> io::Result<OwnedFd> {
+    /// worker's ends of its broker link (event socket, then call sockets).
+    pub async fn recv_broker(&self) -> io::Result<WorkerEnds> {
         let Some((msg, mut fds)) = channel::recv(&self.sock).await? else {
             return Err(io::Error::other("supervisor gone before the broker link"));
         };
-        match (ToWorker::decode(&msg), fds.pop()) {
-            (Ok(ToWorker::Broker), Some(fd)) => Ok(fd),
-            (m, _) => Err(io::Error::other(format!(
-                "expected the broker socket first, got {m:?}"
+        match ToWorker::decode(&msg) {
+            Ok(ToWorker::Broker) if fds.len() >= 2 => {
+                let events = fds.remove(0);
+                Ok(WorkerEnds { events, calls: fds })
+            }
+            m => Err(io::Error::other(format!(
+                "expected the broker sockets first, got {m:?} with {} fds",
+                fds.len()
             ))),
         }
     }
