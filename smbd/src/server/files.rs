@@ -301,6 +301,8 @@ impl Connection {
 
         let open_id = self.st.next_file_id();
         let granted: Level;
+        // The file's LastWriteTime as the broker holds it, read with the grant.
+        let held_at_open: Option<u64>;
         let created = match existing {
             Some(probe) => {
                 let meta = probe.meta.clone();
@@ -382,7 +384,7 @@ impl Connection {
                     stream: 0,
                 };
                 let intent = self.oplock_intent(&share, req.requested_oplock_level, disp, is_dir);
-                let opened = st.broker.open_with(
+                let (opened, held) = st.broker.open_with_time(
                     key,
                     rel.clone(),
                     open_id,
@@ -395,6 +397,7 @@ impl Connection {
                     return Ok(self.wait_for_oplock_break(ctx, key));
                 };
                 granted = level;
+                held_at_open = held;
                 let read = want & DATA_READ != 0 && !is_dir;
                 let write = want & DATA_WRITE != 0 && !is_dir;
                 let reopen = fs(id2, move || {
@@ -501,7 +504,7 @@ impl Connection {
                     may_break: false,
                     ..self.oplock_intent(&share, req.requested_oplock_level, disp, dir)
                 };
-                let opened = st.broker.open_with(
+                let (opened, held) = st.broker.open_with_time(
                     key,
                     rel.clone(),
                     open_id,
@@ -510,6 +513,7 @@ impl Connection {
                     opts & options::DELETE_ON_CLOSE != 0,
                     &intent,
                 )?;
+                held_at_open = held;
                 granted = match opened {
                     Opened::Granted(level) => level,
                     Opened::Wait => return Err(NtStatus::SHARING_VIOLATION),
@@ -533,7 +537,7 @@ impl Connection {
             ino: meta.ino,
             stream: 0,
         };
-        if let Some(t) = self.st.broker.write_time(key) {
+        if let Some(t) = held_at_open {
             meta.last_write_time = t;
         }
         let fid = FileId {
@@ -886,12 +890,14 @@ impl Connection {
             .ok_or(NtStatus::FILE_CLOSED)?;
         ctx.related_fid = Some(fid);
         self.end_pending_on_file(fid.volatile);
-        let held = self
-            .st
-            .broker
-            .write_time_close(open.key, &mut open.write_time);
         let mut resp = CloseResponse::default();
         if req.flags & 1 != 0 {
+            // The time to report, with this handle's owed update applied
+            // (closing the open below applies it otherwise).
+            let held = self
+                .st
+                .broker
+                .write_time_close(open.key, &mut open.write_time);
             let fd = open.fd.clone();
             if let Ok(m) = fs(open.identity.clone(), move || posix::stat(fd.as_fd())).await {
                 resp = CloseResponse {
@@ -1252,8 +1258,9 @@ pub async fn close_open_in(st: &ServerState, mut open: Open) {
     ) {
         k.close(kid).await;
     }
-    st.broker.write_time_close(open.key, &mut open.write_time);
-    let (outcome, wake) = st.broker.close_deferring_wake(open.key, open.fid.volatile);
+    let (outcome, wake) = st
+        .broker
+        .close_open(open.key, open.fid.volatile, &mut open.write_time);
     if let (Some(t), None) = (outcome.write_time, outcome.delete.as_ref()) {
         let fd = open.fd.clone();
         let r = fs(open.identity.clone(), move || {

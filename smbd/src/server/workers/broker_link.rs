@@ -23,12 +23,12 @@ use super::broker_proto::{
     self as bp, bytes_path, path_bytes, Key, Req, Resp, ToBroker, ToWorkerMsg,
 };
 use super::broker_service::{recv_msg, send_msg, WorkerEnds};
-use nix::sys::socket::{self, sockopt};
-use nix::sys::time::TimeVal;
 use crate::fsa::broker::{BreakSink, Broker, CloseOutcome, FileKey, Opened};
 use crate::fsa::oplock::{BreakNotice, Intent, Level};
 use crate::fsa::writetime::{Change, OpenWriteTime};
 use crate::wire::NtStatus;
+use nix::sys::socket::{self, sockopt};
+use nix::sys::time::TimeVal;
 
 /// How long a call waits for the supervisor before failing.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -60,7 +60,11 @@ impl RemoteBroker {
     /// its event socket.
     pub fn new(ends: WorkerEnds) -> io::Result<Self> {
         for c in &ends.calls {
-            socket::setsockopt(c, sockopt::ReceiveTimeout, &TimeVal::new(CALL_TIMEOUT.as_secs() as _, 0))?;
+            socket::setsockopt(
+                c,
+                sockopt::ReceiveTimeout,
+                &TimeVal::new(CALL_TIMEOUT.as_secs() as _, 0),
+            )?;
         }
         let inner = Arc::new(Inner {
             events: ends.events,
@@ -137,10 +141,7 @@ impl Inner {
                 if let Some(s) = idle.pop() {
                     break s;
                 }
-                idle = self
-                    .freed
-                    .wait(idle)
-                    .unwrap_or_else(|e| e.into_inner());
+                idle = self.freed.wait(idle).unwrap_or_else(|e| e.into_inner());
             }
         };
         let r = self.round_trip(&sock, req);
@@ -263,9 +264,32 @@ impl BrokerHandle {
         delete_on_close: bool,
         intent: &Intent,
     ) -> Result<Opened, NtStatus> {
+        let (o, _) =
+            self.open_with_time(key, path, open_id, access, share, delete_on_close, intent)?;
+        Ok(o)
+    }
+
+    /// [`Self::open_with`], and when granted the file's
+    /// [`Self::write_time`] just after (one round trip when remote).
+    #[allow(clippy::too_many_arguments)]
+    pub fn open_with_time(
+        &self,
+        key: FileKey,
+        path: PathBuf,
+        open_id: u64,
+        access: u32,
+        share: u32,
+        delete_on_close: bool,
+        intent: &Intent,
+    ) -> Result<(Opened, Option<u64>), NtStatus> {
         match self {
             BrokerHandle::Local(b) => {
-                b.open_with(key, path, open_id, access, share, delete_on_close, intent)
+                let o = b.open_with(key, path, open_id, access, share, delete_on_close, intent)?;
+                let t = match o {
+                    Opened::Granted(_) => b.write_time(key),
+                    Opened::Wait => None,
+                };
+                Ok((o, t))
             }
             BrokerHandle::Remote(r) => match r.inner.call(Req::OpenWith {
                 key: Self::k(key),
@@ -276,9 +300,9 @@ impl BrokerHandle {
                 delete_on_close,
                 intent: intent.into(),
             }) {
-                Some(Resp::Opened(Ok(Some(l)))) => Ok(Opened::Granted(Level::from_wire(l))),
-                Some(Resp::Opened(Ok(None))) => Ok(Opened::Wait),
-                Some(Resp::Opened(Err(s))) => Err(st(s)),
+                Some(Resp::Opened(Ok(Some(l)), t)) => Ok((Opened::Granted(Level::from_wire(l)), t)),
+                Some(Resp::Opened(Ok(None), _)) => Ok((Opened::Wait, None)),
+                Some(Resp::Opened(Err(s), _)) => Err(st(s)),
                 r => {
                     odd(r);
                     Err(UNREACHABLE)
@@ -321,6 +345,35 @@ impl BrokerHandle {
             BrokerHandle::Remote(r) => match r.inner.call(Req::CloseDeferringWake {
                 key: Self::k(key),
                 open_id,
+            }) {
+                Some(Resp::CloseDeferred(c, deferred)) => (
+                    c.into(),
+                    deferred.then(|| Wake::Remote(r.inner.clone(), key)),
+                ),
+                other => (Self::close_of(other), None),
+            },
+        }
+    }
+
+    /// An open goes: its write-time part is settled
+    /// ([`Broker::write_time_close`]), then it is closed as by
+    /// [`Self::close_deferring_wake`]. One round trip when remote.
+    pub fn close_open(
+        &self,
+        key: FileKey,
+        open_id: u64,
+        o: &mut OpenWriteTime,
+    ) -> (CloseOutcome, Option<Wake>) {
+        match self {
+            BrokerHandle::Local(b) => {
+                b.write_time_close(key, o);
+                let (out, w) = b.close_deferring_wake(key, open_id);
+                (out, w.map(Wake::Local))
+            }
+            BrokerHandle::Remote(r) => match r.inner.call(Req::CloseOpen {
+                key: Self::k(key),
+                open_id,
+                open: *o,
             }) {
                 Some(Resp::CloseDeferred(c, deferred)) => (
                     c.into(),

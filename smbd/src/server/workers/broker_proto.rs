@@ -290,6 +290,13 @@ pub enum Req {
         length: u64,
         write: bool,
     },
+    /// `write_time_close` then `close_deferring_wake`: an open goes, in one
+    /// round trip.
+    CloseOpen {
+        key: Key,
+        open_id: u64,
+        open: OpenWriteTime,
+    },
 }
 
 /// The answer to one [`Req`]; statuses as their NTSTATUS values.
@@ -299,8 +306,9 @@ pub enum Resp {
     Bool(bool),
     Count(u64),
     Status(Result<(), u32>),
-    /// `open_with`: the granted level, or None for "wait".
-    Opened(Result<Option<u8>, u32>),
+    /// `open_with`: the granted level, or None for "wait"; and when granted,
+    /// the file's `write_time` just after.
+    Opened(Result<Option<u8>, u32>, Option<u64>),
     Level(u8),
     LevelResult(Result<u8, u32>),
     OptLevel(Option<u8>),
@@ -429,7 +437,7 @@ mod tests {
         for m in [
             ToWorkerMsg::Reply {
                 id: 3,
-                resp: Resp::Opened(Err(0xC000_0043)),
+                resp: Resp::Opened(Err(0xC000_0043), Some(5)),
             },
             ToWorkerMsg::Reply {
                 id: 4,

@@ -311,20 +311,36 @@ impl BrokerService {
                     delete_on_close,
                     &intent.into(),
                 );
+                let mut time = None;
                 if let Ok(Opened::Granted(_)) = r {
                     lock(&link.opens).insert((key, open_id));
+                    time = b.write_time(key);
                 }
-                Resp::Opened(match r {
+                let r = match r {
                     Ok(Opened::Granted(l)) => Ok(Some(l.wire())),
                     Ok(Opened::Wait) => Ok(None),
                     Err(s) => Err(s.0),
-                })
+                };
+                Resp::Opened(r, time)
             }
             Req::Close { key, open_id } => {
                 let key = FileKey::from(key);
                 lock(&link.opens).remove(&(key, open_id));
                 let out = b.close(key, open_id);
                 return (Resp::Close(out.into()), Some(key));
+            }
+            Req::CloseOpen {
+                key,
+                open_id,
+                mut open,
+            } => {
+                let key = FileKey::from(key);
+                b.write_time_close(key, &mut open);
+                lock(&link.opens).remove(&(key, open_id));
+                let (out, w) = b.close_deferring_wake(key, open_id);
+                let deferred = w.is_some();
+                let resp = Resp::CloseDeferred(WireClose::from(out), deferred);
+                return (resp, (!deferred).then_some(key));
             }
             Req::CloseDeferringWake { key, open_id } => {
                 let key = FileKey::from(key);
