@@ -231,6 +231,7 @@ fn killed_workers_opens_are_released() {
 fn worker_pid(log: &str, index: u64) -> Option<u32> {
     let want = format!("worker={index} ");
     log.lines()
+        .rev()
         .map(strip_ansi)
         .filter(|l| l.contains("worker started") && l.contains(&want))
         .filter_map(|l| {
@@ -241,5 +242,5 @@ fn worker_pid(log: &str, index: u64) -> Option<u32> {
                 .parse()
                 .ok()
         })
-        .last()
+        .next()
 }
