@@ -211,6 +211,8 @@ pub struct Global {
     /// "oplock break timeout": seconds a conflicting open waits for the
     /// holder to acknowledge an oplock break (MS-SMB2 3.3.2.1, default 35).
     pub oplock_break_timeout: u32,
+    /// "smb2 leases": offer SMB2.1+ leases (SMB2_GLOBAL_CAP_LEASING).
+    pub smb2_leases: bool,
     /// "holdfast durable timeout": seconds a disconnected durable handle is
     /// kept for its client (v1 handles, and v2 handles that ask for 0).
     pub durable_timeout: u32,
@@ -289,6 +291,7 @@ impl Default for Global {
             guest_account: "nobody".into(),
             restrict_anonymous: 0,
             oplock_break_timeout: 35,
+            smb2_leases: true,
             durable_timeout: 60,
             durable_max_timeout: 300,
             keeper_socket: None,
@@ -790,6 +793,7 @@ fn apply_global_option(
                 _ => return Err(bad_value(a, S, "seconds, 1-3600")),
             }
         }
+        "smb2 leases" => g.smb2_leases = parse_bool(a, S)?,
         "holdfast durable timeout" => {
             g.durable_timeout = match a.value.trim().parse::<u32>() {
                 Ok(n) if (1..=86_400).contains(&n) => n,
@@ -1094,6 +1098,7 @@ impl Config {
         out.opt("guest account", &g.guest_account);
         out.opt("restrict anonymous", g.restrict_anonymous);
         out.opt("oplock break timeout", g.oplock_break_timeout);
+        out.opt("smb2 leases", if g.smb2_leases { "yes" } else { "no" });
         out.opt("holdfast durable timeout", g.durable_timeout);
         out.opt("holdfast durable max timeout", g.durable_max_timeout);
         out.opt(

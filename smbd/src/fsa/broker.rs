@@ -5,7 +5,8 @@
 //! broker can move behind a socket (one broker for all workers) without
 //! changing its callers. Today it is an in-process object.
 
-use super::oplock::{self, BreakNotice, Intent, Level, OplockRec};
+use super::lease::{self, Lease, LeaseBreak, LeaseGrant, LeaseId};
+use super::oplock::{self, BreakNotice, Intent, LeaseNotice, Level, OplockRec};
 use super::sharemode::pair_conflicts;
 use super::types::{access, nt_now};
 use super::writetime::{Change, FileWriteTime, OpenWriteTime};
@@ -41,6 +42,8 @@ struct OpenRec {
     share: u32,
     delete_on_close: bool,
     oplock: OplockRec,
+    /// The lease this open shares (its oplock is then unused).
+    lease: Option<LeaseId>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +88,8 @@ struct FileState {
     /// Share-relative path, kept current across renames.
     path: PathBuf,
     opens: Vec<OpenRec>,
+    /// Leases on this stream, by (ClientGuid, LeaseKey).
+    leases: HashMap<LeaseId, Lease>,
     delete_pending: bool,
     /// The file's own opens are gone with delete pending, but opens of its
     /// streams hold the unlink back (entry kept only for this).
@@ -130,10 +135,60 @@ pub struct Broker {
     files: Mutex<HashMap<FileKey, FileState>>,
     /// Break notification queues by owner (connection id).
     sinks: Mutex<HashMap<u64, BreakSink>>,
+    /// Which stream each lease is on (a key leases one stream only). Locked
+    /// after `files`.
+    lease_files: Mutex<HashMap<LeaseId, FileKey>>,
 }
 
 fn oplocks_of(st: &mut FileState) -> impl Iterator<Item = (u64, &mut OplockRec)> {
     st.opens.iter_mut().map(|o| (o.open_id, &mut o.oplock))
+}
+
+/// The notice for a break of lease `id`, sent to the connection of its most
+/// recent open.
+fn lease_notice(opens: &[OpenRec], id: LeaseId, b: LeaseBreak, v2: bool) -> Option<BreakNotice> {
+    let o = opens.iter().rev().find(|o| o.lease == Some(id))?;
+    Some(BreakNotice {
+        owner: o.oplock.owner,
+        open_id: o.open_id,
+        to: Level::NoOplock,
+        lease: Some(LeaseNotice {
+            key: id.1,
+            from: b.from,
+            to: b.to,
+            epoch: if v2 { b.epoch } else { 0 },
+            ack_required: b.ack_required,
+        }),
+    })
+}
+
+/// Lowers every lease of the stream but `except` to at most `keep`; true if
+/// one of them still holds a bit of `wait_for` that has to go, so that the
+/// caller must wait for the acknowledgment.
+#[allow(clippy::too_many_arguments)]
+fn break_leases(
+    st: &mut FileState,
+    except: Option<LeaseId>,
+    keep: u32,
+    wait_for: u32,
+    now: Instant,
+    timeout: std::time::Duration,
+    out: &mut Vec<BreakNotice>,
+) -> bool {
+    let mut wait = false;
+    let FileState { opens, leases, .. } = st;
+    for (id, l) in leases.iter_mut() {
+        if Some(*id) == except {
+            continue;
+        }
+        if l.state & wait_for & !keep != 0 {
+            wait = true;
+        }
+        if let Some(b) = l.break_to(keep, now, timeout) {
+            out.extend(lease_notice(opens, *id, b, l.v2));
+        }
+    }
+    wait
 }
 
 fn has_stream_opens(files: &HashMap<FileKey, FileState>, base: FileKey) -> bool {
@@ -249,6 +304,13 @@ impl Broker {
         if let Some(status) = stream_conflict(&files, key, access, share) {
             return Err(status);
         }
+        let my_lease = intent.lease.map(|l| l.id);
+        if let Some(id) = my_lease {
+            if self.lease_file(id).is_some_and(|k| k != key) {
+                debug!(?key, "lease key already leases another file");
+                return Err(NtStatus::INVALID_PARAMETER);
+            }
+        }
         let st = files.entry(key).or_default();
         if st.opens.is_empty() && !st.delete_deferred {
             st.path = path;
@@ -263,20 +325,97 @@ impl Broker {
             .iter()
             .any(|o| pair_conflicts(o.access, o.share, access, share))
         {
-            if intent.may_break
-                && oplock::check_sharing_violation(oplocks_of(st), intent, now, notices)
-            {
-                return Ok(Opened::Wait);
+            if intent.may_break {
+                let mut wait =
+                    oplock::check_sharing_violation(oplocks_of(st), intent, now, notices);
+                // Handle caching goes first: the holder may just be keeping
+                // a closed handle open.
+                wait |= break_leases(
+                    st,
+                    my_lease,
+                    lease::R | lease::W,
+                    lease::H,
+                    now,
+                    intent.break_timeout,
+                    notices,
+                );
+                if wait {
+                    return Ok(Opened::Wait);
+                }
             }
             if st.opens.is_empty() {
                 files.remove(&key);
             }
             return Err(NtStatus::SHARING_VIOLATION);
         }
-        if intent.may_break && oplock::check_open(oplocks_of(st), access, intent, now, notices) {
-            return Ok(Opened::Wait);
+        if intent.may_break {
+            let mut wait = oplock::check_open(oplocks_of(st), access, intent, now, notices);
+            let overwrite = matches!(
+                intent.disposition,
+                super::types::disposition::SUPERSEDE
+                    | super::types::disposition::OVERWRITE
+                    | super::types::disposition::OVERWRITE_IF
+            );
+            if overwrite || !oplock::is_lease_stat_open(access) {
+                let keep = if overwrite { 0 } else { lease::R | lease::H };
+                wait |= break_leases(
+                    st,
+                    my_lease,
+                    keep,
+                    lease::W,
+                    now,
+                    intent.break_timeout,
+                    notices,
+                );
+            }
+            if wait {
+                return Ok(Opened::Wait);
+            }
         }
-        let level = oplock::grant(st.opens.iter().map(|o| &o.oplock), intent);
+        let level = match intent.lease {
+            Some(_) => Level::NoOplock,
+            None => {
+                // Level II oplocks and handle-caching leases exclude each other.
+                let h_lease = st.leases.values().any(|l| l.state & lease::H != 0);
+                let i = Intent {
+                    level2: intent.level2 && !h_lease,
+                    ..*intent
+                };
+                oplock::grant(st.opens.iter().map(|o| &o.oplock), &i)
+            }
+        };
+        if let Some(req) = intent.lease {
+            let mut grantable = lease::ALL;
+            // Stat opens without a lease do not keep write caching away.
+            if st.opens.iter().any(|o| {
+                o.lease != Some(req.id)
+                    && (o.lease.is_some() || !oplock::is_lease_stat_open(o.access))
+            }) {
+                grantable &= !lease::W;
+            }
+            if st
+                .opens
+                .iter()
+                .any(|o| o.lease.is_none() && o.oplock.level != Level::NoOplock)
+            {
+                grantable &= !lease::H;
+            }
+            if !intent.oplocks || intent.is_dir {
+                grantable = 0;
+            }
+            match st.leases.get_mut(&req.id) {
+                Some(l) => {
+                    l.upgrade(req.state, grantable);
+                }
+                None => {
+                    st.leases.insert(
+                        req.id,
+                        Lease::new(&req, lease::normalize(req.state) & grantable),
+                    );
+                    self.lease_files_lock().insert(req.id, key);
+                }
+            }
+        }
         st.opens.push(OpenRec {
             open_id,
             access,
@@ -288,6 +427,7 @@ impl Broker {
                 breaking: None,
                 level2_ok: intent.level2,
             },
+            lease: my_lease,
         });
         Ok(Opened::Granted(level))
     }
@@ -347,10 +487,19 @@ impl Broker {
 
     /// Data of the stream changes: level II oplocks go to none (no waiting).
     /// Returns how many were broken.
-    pub fn oplock_break_level2(&self, key: FileKey) -> usize {
+    /// Leases of other keys than the actor's lose read and handle caching
+    /// (the actor's own lease keeps them).
+    pub fn oplock_break_level2(&self, key: FileKey, actor: u64) -> usize {
         let mut notices = Vec::new();
         if let Some(st) = self.files().get_mut(&key) {
             oplock::break_level2(oplocks_of(st), &mut notices);
+            let mine = st
+                .opens
+                .iter()
+                .find(|o| o.open_id == actor)
+                .and_then(|o| o.lease);
+            let timeout = std::time::Duration::from_secs(35);
+            break_leases(st, mine, 0, 0, Instant::now(), timeout, &mut notices);
         }
         let n = notices.len();
         self.deliver(notices);
@@ -366,14 +515,25 @@ impl Broker {
     /// When the earliest unacknowledged break of the stream times out.
     pub fn oplock_deadline(&self, key: FileKey) -> Option<Instant> {
         let files = self.files();
-        oplock::deadline(files.get(&key)?.opens.iter().map(|o| &o.oplock))
+        let st = files.get(&key)?;
+        let op = oplock::deadline(st.opens.iter().map(|o| &o.oplock));
+        let ls = st.leases.values().filter_map(Lease::deadline).min();
+        match (op, ls) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Completes the breaks of the stream that timed out.
     pub fn oplock_expire(&self, key: FileKey) {
         if let Some(st) = self.files().get_mut(&key) {
-            if oplock::expire(st.opens.iter_mut().map(|o| &mut o.oplock), Instant::now()) {
-                debug!(?key, "oplock break timed out");
+            let now = Instant::now();
+            let mut any = oplock::expire(st.opens.iter_mut().map(|o| &mut o.oplock), now);
+            for l in st.leases.values_mut() {
+                any |= l.expire(now);
+            }
+            if any {
+                debug!(?key, "oplock or lease break timed out");
                 st.oplock_changed.notify_waiters();
             }
         }
@@ -385,17 +545,23 @@ impl Broker {
     /// it). False if it must be closed instead.
     pub fn oplock_disconnect(&self, key: FileKey, open_id: u64, owner: u64) -> bool {
         let mut files = self.files();
-        let Some(rec) = files
-            .get_mut(&key)
-            .and_then(|s| s.opens.iter_mut().find(|o| o.open_id == open_id))
-        else {
+        let Some(st) = files.get_mut(&key) else {
             return false;
         };
-        if rec.oplock.level != Level::Batch || rec.oplock.breaking.is_some() {
+        let FileState { opens, leases, .. } = st;
+        let Some(rec) = opens.iter_mut().find(|o| o.open_id == open_id) else {
             return false;
+        };
+        let keep = match rec.lease.and_then(|id| leases.get(&id)) {
+            // A lease keeps the open while it caches handles and is not
+            // being asked to give that up.
+            Some(l) => l.state & lease::H != 0 && l.breaking.is_none_or(|b| b.to & lease::H != 0),
+            None => rec.oplock.level == Level::Batch && rec.oplock.breaking.is_none(),
+        };
+        if keep {
+            rec.oplock.owner = owner;
         }
-        rec.oplock.owner = owner;
-        true
+        keep
     }
 
     /// A disconnected durable open is reclaimed by connection `owner`;
@@ -413,6 +579,73 @@ impl Broker {
         }
         rec.oplock.owner = owner;
         Some(rec.oplock.level)
+    }
+
+    /// The lease an open shares, if any.
+    pub fn open_lease(&self, key: FileKey, open_id: u64) -> Option<LeaseId> {
+        self.files()
+            .get(&key)?
+            .opens
+            .iter()
+            .find(|o| o.open_id == open_id)?
+            .lease
+    }
+
+    fn lease_files_lock(&self) -> std::sync::MutexGuard<'_, HashMap<LeaseId, FileKey>> {
+        self.lease_files.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The stream a lease is on, if it exists.
+    pub fn lease_file(&self, id: LeaseId) -> Option<FileKey> {
+        self.lease_files_lock().get(&id).copied()
+    }
+
+    /// What a CREATE response reports for lease `id` on `key`.
+    pub fn lease_grant(&self, key: FileKey, id: LeaseId) -> Option<LeaseGrant> {
+        self.files().get(&key)?.leases.get(&id).map(Lease::grant)
+    }
+
+    /// Lease Break Acknowledgment (MS-SMB2 3.3.5.22.2): returns the state
+    /// the lease now has; a further break may follow.
+    pub fn lease_ack(&self, id: LeaseId, state: u32) -> Result<u32, NtStatus> {
+        let mut notices = Vec::new();
+        let r = {
+            let mut files = self.files();
+            let key = self.lease_file(id).ok_or(NtStatus::OBJECT_NAME_NOT_FOUND)?;
+            let st = files.get_mut(&key).ok_or(NtStatus::OBJECT_NAME_NOT_FOUND)?;
+            let FileState {
+                opens,
+                leases,
+                oplock_changed,
+                ..
+            } = st;
+            let l = leases.get_mut(&id).ok_or(NtStatus::OBJECT_NAME_NOT_FOUND)?;
+            let next = l.acknowledge(state, Instant::now())?;
+            if let Some(b) = next {
+                notices.extend(lease_notice(opens, id, b, l.v2));
+            }
+            oplock_changed.notify_waiters();
+            Ok(state)
+        };
+        self.deliver(notices);
+        r
+    }
+
+    /// A rename through `actor`: other keys' leases lose handle caching
+    /// (no waiting).
+    pub fn break_handle_leases(&self, key: FileKey, actor: u64) {
+        let mut notices = Vec::new();
+        if let Some(st) = self.files().get_mut(&key) {
+            let mine = st
+                .opens
+                .iter()
+                .find(|o| o.open_id == actor)
+                .and_then(|o| o.lease);
+            let timeout = std::time::Duration::from_secs(35);
+            let keep = lease::R | lease::W;
+            break_leases(st, mine, keep, 0, Instant::now(), timeout, &mut notices);
+        }
+        self.deliver(notices);
     }
 
     /// The oplock an open holds now.
@@ -490,6 +723,12 @@ impl Broker {
             let rec = st.opens.remove(pos);
             if rec.delete_on_close {
                 st.delete_pending = true;
+            }
+            if let Some(id) = rec.lease {
+                if !st.opens.iter().any(|o| o.lease == Some(id)) {
+                    st.leases.remove(&id);
+                    self.lease_files_lock().remove(&id);
+                }
             }
             // Its oplock is gone: opens waiting for its break may go on.
             *wake = Some(st.oplock_changed.clone());
@@ -986,5 +1225,139 @@ mod tests {
                 stream: 0
             })
             .is_none());
+    }
+
+    mod leases {
+        use super::*;
+        use crate::fsa::lease::{LeaseRequest, ALL, H, R, W};
+        use crate::fsa::types::disposition;
+        use std::time::Duration;
+
+        const GUID: [u8; 16] = [9; 16];
+
+        fn intent(key: u8, state: u32) -> Intent {
+            Intent {
+                owner: u64::from(key),
+                oplocks: true,
+                level2: true,
+                may_break: true,
+                break_timeout: Duration::from_secs(30),
+                lease: Some(LeaseRequest {
+                    id: (GUID, [key; 16]),
+                    state,
+                    v2: false,
+                    epoch: 0,
+                    parent: None,
+                }),
+                ..Intent::none()
+            }
+        }
+
+        fn state(b: &Broker, key: u8) -> u32 {
+            b.lease_grant(K, (GUID, [key; 16])).map_or(99, |g| g.state)
+        }
+
+        fn sink(b: &Broker, owner: u64) -> mpsc::UnboundedReceiver<BreakNotice> {
+            let (tx, rx) = mpsc::unbounded_channel();
+            b.register_break_sink(owner, tx);
+            rx
+        }
+
+        /// smbtorture's smb2.lease.break table: held, requested, broken
+        /// to, granted.
+        #[test]
+        fn second_key_breaks_write_caching_only() {
+            for (held, asked, broken, granted) in [
+                (R, R | W, R, R),
+                (R | H, ALL, R | H, R | H),
+                (R | W, R | H, R, R | H),
+                (ALL, ALL, R | H, R | H),
+                (ALL, R, R | H, R),
+            ] {
+                let b = Broker::new();
+                let mut rx = sink(&b, 1);
+                let open =
+                    |id, i: &Intent| b.open_with(K, "f".into(), id, RW, share::ALL, false, i);
+                assert_eq!(
+                    open(10, &intent(1, held)),
+                    Ok(Opened::Granted(Level::NoOplock))
+                );
+                assert_eq!(state(&b, 1), held);
+                let second = open(11, &intent(2, asked));
+                if held & W != 0 {
+                    assert_eq!(second, Ok(Opened::Wait), "must wait for W to go");
+                    let n = rx
+                        .try_recv()
+                        .expect("break sent")
+                        .lease
+                        .expect("lease break");
+                    assert_eq!((n.from, n.to, n.ack_required), (held, broken, true));
+                    assert_eq!(b.lease_ack((GUID, [1; 16]), broken), Ok(broken));
+                    assert_eq!(
+                        open(11, &intent(2, asked)),
+                        Ok(Opened::Granted(Level::NoOplock))
+                    );
+                } else {
+                    assert_eq!(second, Ok(Opened::Granted(Level::NoOplock)));
+                    assert!(rx.try_recv().is_err(), "no break");
+                }
+                assert_eq!((state(&b, 1), state(&b, 2)), (broken, granted));
+            }
+        }
+
+        #[test]
+        fn same_key_joins_and_a_key_leases_one_file() {
+            let b = Broker::new();
+            let _rx = sink(&b, 1);
+            let open = |k, id, i: &Intent| b.open_with(k, "f".into(), id, RW, share::ALL, false, i);
+            assert!(open(K, 10, &intent(1, R | H)).is_ok());
+            assert!(open(K, 11, &intent(1, ALL)).is_ok(), "no self-break");
+            assert_eq!(state(&b, 1), ALL, "uncontended upgrade");
+            assert_eq!(
+                open(S1, 12, &intent(1, R)),
+                Err(NtStatus::INVALID_PARAMETER),
+                "the key leases another stream"
+            );
+            b.close(K, 10);
+            b.close(K, 11);
+            assert_eq!(
+                b.lease_file((GUID, [1; 16])),
+                None,
+                "gone with its last open"
+            );
+            assert!(open(S1, 12, &intent(1, R)).is_ok());
+        }
+
+        #[test]
+        fn writes_and_overwrites_break_other_keys() {
+            let b = Broker::new();
+            let mut rx = sink(&b, 2);
+            let open = |id, i: &Intent| b.open_with(K, "f".into(), id, RW, share::ALL, false, i);
+            assert!(open(10, &intent(1, R)).is_ok());
+            assert!(open(11, &intent(2, R | H)).is_ok());
+            b.oplock_break_level2(K, 10);
+            let n = rx.try_recv().unwrap().lease.unwrap();
+            assert_eq!((n.from, n.to, n.ack_required), (R | H, 0, true));
+            assert_eq!(state(&b, 1), R, "the writer keeps its own lease");
+            // An acknowledgment with more than asked is refused, none is fine.
+            assert_eq!(
+                b.lease_ack((GUID, [2; 16]), R),
+                Err(NtStatus::REQUEST_NOT_ACCEPTED)
+            );
+            assert_eq!(b.lease_ack((GUID, [2; 16]), 0), Ok(0));
+            assert_eq!(b.lease_ack((GUID, [2; 16]), 0), Err(NtStatus::UNSUCCESSFUL));
+            assert_eq!(
+                b.lease_ack((GUID, [7; 16]), 0),
+                Err(NtStatus::OBJECT_NAME_NOT_FOUND)
+            );
+            // An overwrite by a plain open ends read caching without waiting.
+            let ow = Intent {
+                disposition: disposition::OVERWRITE_IF,
+                lease: None,
+                ..intent(3, 0)
+            };
+            assert_eq!(open(12, &ow), Ok(Opened::Granted(Level::NoOplock)));
+            assert_eq!(state(&b, 1), 0);
+        }
     }
 }

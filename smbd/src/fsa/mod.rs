@@ -4,6 +4,7 @@ pub mod broker;
 pub mod dirent;
 pub mod fsinfo;
 pub mod info;
+pub mod lease;
 pub mod names;
 pub mod oplock;
 pub mod security;

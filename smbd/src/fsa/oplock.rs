@@ -8,6 +8,7 @@
 //! owner and caching bits next to [`Level`]; the `breaking` record already
 //! carries the breaking-to state they need.
 
+use super::lease::LeaseRequest;
 use super::types::access;
 use crate::wire::NtStatus;
 use std::time::Instant;
@@ -77,8 +78,23 @@ pub struct OplockRec {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BreakNotice {
     pub owner: u64,
+    /// The open whose session carries the notification (for a lease: one
+    /// of its opens).
     pub open_id: u64,
     pub to: Level,
+    /// Set for a lease break; `to` is then unused.
+    pub lease: Option<LeaseNotice>,
+}
+
+/// A Lease Break Notification (MS-SMB2 2.2.23.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseNotice {
+    pub key: [u8; 16],
+    pub from: u32,
+    pub to: u32,
+    /// NewEpoch (v2 leases; 0 for v1).
+    pub epoch: u16,
+    pub ack_required: bool,
 }
 
 /// What a new open asks for and what the share allows.
@@ -98,6 +114,8 @@ pub struct Intent {
     pub break_timeout: std::time::Duration,
     /// The open may break others' oplocks (and then has to wait).
     pub may_break: bool,
+    /// A lease context came with the open (and leases are on).
+    pub lease: Option<LeaseRequest>,
 }
 
 impl Intent {
@@ -113,6 +131,7 @@ impl Intent {
             level2: false,
             break_timeout: std::time::Duration::from_secs(35),
             may_break: false,
+            lease: None,
         }
     }
 
@@ -131,6 +150,12 @@ pub fn is_stat_open(access_mask: u32) -> bool {
     access_mask
         & !(access::FILE_READ_ATTRIBUTES | access::FILE_WRITE_ATTRIBUTES | access::SYNCHRONIZE)
         == 0
+}
+
+/// For leases READ_CONTROL is a stat open too (what smbtorture's
+/// smb2.lease.statopen4 expects of Windows).
+pub fn is_lease_stat_open(access_mask: u32) -> bool {
+    is_stat_open(access_mask & !access::READ_CONTROL)
 }
 
 fn start_break(
@@ -154,6 +179,7 @@ fn start_break(
         owner: rec.owner,
         open_id,
         to,
+        lease: None,
     });
 }
 
@@ -215,6 +241,7 @@ pub fn check_open<'a>(
                     owner: rec.owner,
                     open_id: id,
                     to: Level::NoOplock,
+                    lease: None,
                 });
             }
             _ => {}
@@ -262,6 +289,7 @@ pub fn break_level2<'a>(
                 owner: rec.owner,
                 open_id: id,
                 to: Level::NoOplock,
+                lease: None,
             });
         }
     }
@@ -408,7 +436,8 @@ mod tests {
             vec![BreakNotice {
                 owner: 1,
                 open_id: 5,
-                to: Level::LevelII
+                to: Level::LevelII,
+                lease: None,
             }]
         );
         // A second conflicting open waits for the same break, sending nothing.

@@ -13,6 +13,7 @@
 
 use super::files::{close_open_in, Open};
 use super::state::ServerState;
+use crate::fsa::lease::LeaseId;
 use crate::fsa::oplock::{BreakNotice, Level};
 use crate::wire::create::{
     ctx, CreateContext, DurableHandleReconnect, DurableHandleReconnectV2, DurableHandleRequest,
@@ -307,20 +308,25 @@ pub fn check_reconnect(
     ask: Ask,
     uid: u32,
     share: &str,
-    lease_requested: bool,
+    lease_requested: Option<LeaseId>,
+    lease_held: Option<LeaseId>,
 ) -> Result<(), NtStatus> {
     let Some(d) = open.durable.as_ref() else {
         return Err(NtStatus::OBJECT_NAME_NOT_FOUND);
     };
-    // The open has no lease, so a reconnect asking for one names another open.
-    if lease_requested {
+    // A reconnect names a lease-based open by its ClientGuid and lease key,
+    // and an oplock-based one without any (MS-SMB2 3.3.5.9.7).
+    if lease_requested != lease_held {
+        debug!("durable reconnect: lease does not match");
         return Err(NtStatus::OBJECT_NAME_NOT_FOUND);
     }
     // ClientGuid binds only lease-based handles (MS-SMB2 3.3.5.9.7); an
     // oplock-based one may come back from a new client instance, as
     // smbtorture durable-v2-open.reopen2 does.
     if let Ask::ReconnectV2 { create_guid, .. } = ask {
-        if !d.v2 || d.create_guid != create_guid {
+        // A v1 handle has a zero CreateGuid, and a DH2C naming it so
+        // reconnects it (smbtorture durable-open.reopen2-lease).
+        if d.create_guid != create_guid {
             debug!(v2 = d.v2, "durable reconnect: CreateGuid does not match");
             return Err(NtStatus::OBJECT_NAME_NOT_FOUND);
         }

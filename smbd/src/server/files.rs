@@ -13,6 +13,7 @@ use crate::posix::{self, CreateMode, DirMode, OpenRequest};
 use crate::wire::close::{CloseRequest, CloseResponse};
 use crate::wire::create::{
     CreateContext, CreateRequest, CreateResponse, DurableHandleResponse, DurableHandleResponseV2,
+    LeaseContext,
 };
 use crate::wire::ioctl::{IoctlRequest, IoctlResponse};
 use crate::wire::lock::{LockRequest, LockResponse};
@@ -59,6 +60,47 @@ pub struct Open {
     pub stream: Option<String>,
     /// Set for a durable open: it survives the loss of its connection.
     pub durable: Option<super::durable::Durable>,
+    /// Lock sequence numbers of successful LOCK requests, by index
+    /// (MS-SMB2 3.3.5.14), so that a replayed request is not applied twice.
+    pub lock_seq: LockSequences,
+}
+
+/// Open.LockSequenceArray: 64 entries, each a 4-bit number or invalid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockSequences([u8; 64]);
+
+impl Default for LockSequences {
+    fn default() -> Self {
+        LockSequences([LockSequences::INVALID; 64])
+    }
+}
+
+impl LockSequences {
+    const INVALID: u8 = 0xFF;
+
+    fn slot(seq: u32) -> Option<usize> {
+        let index = (seq >> 4) as usize;
+        (1..=64).contains(&index).then(|| index - 1)
+    }
+
+    /// True if `seq` repeats a request that already succeeded; otherwise
+    /// its entry is invalidated until the request succeeds again.
+    pub fn replayed(&mut self, seq: u32) -> bool {
+        let Some(i) = Self::slot(seq) else {
+            return false;
+        };
+        if self.0[i] == (seq & 0xF) as u8 {
+            return true;
+        }
+        self.0[i] = Self::INVALID;
+        false
+    }
+
+    pub fn succeeded(&mut self, seq: u32) {
+        if let Some(i) = Self::slot(seq) {
+            self.0[i] = (seq & 0xF) as u8;
+        }
+    }
 }
 
 /// What the READ/WRITE paths take from an open.
@@ -303,6 +345,7 @@ impl Connection {
         let granted: Level;
         // The file's LastWriteTime as the broker holds it, read with the grant.
         let held_at_open: Option<u64>;
+        let lease_id;
         let created = match existing {
             Some(probe) => {
                 let meta = probe.meta.clone();
@@ -383,7 +426,13 @@ impl Connection {
                     ino: meta.ino,
                     stream: 0,
                 };
-                let intent = self.oplock_intent(&share, req.requested_oplock_level, disp, is_dir);
+                let lease_req =
+                    self.lease_request(req.requested_oplock_level, &req.contexts, is_dir);
+                lease_id = lease_req.map(|l| l.id);
+                let intent = Intent {
+                    lease: lease_req,
+                    ..self.oplock_intent(&share, req.requested_oplock_level, disp, is_dir)
+                };
                 let (opened, held) = st.broker.open_with_time(
                     key,
                     rel.clone(),
@@ -448,6 +497,15 @@ impl Connection {
                 if dir && !matches!(disp, disposition::CREATE | disposition::OPEN_IF) {
                     return Err(NtStatus::INVALID_PARAMETER);
                 }
+                // A lease key leases one file: a new file cannot take it.
+                if let Some(id) = self
+                    .lease_request(req.requested_oplock_level, &req.contexts, false)
+                    .map(|l| l.id)
+                {
+                    if st.broker.lease_file(id).is_some() {
+                        return Err(NtStatus::INVALID_PARAMETER);
+                    }
+                }
                 if trailing && !dir {
                     return Err(NtStatus::OBJECT_NAME_INVALID);
                 }
@@ -502,8 +560,10 @@ impl Connection {
                 // racing to create it just gets none or level II).
                 let intent = Intent {
                     may_break: false,
+                    lease: self.lease_request(req.requested_oplock_level, &req.contexts, dir),
                     ..self.oplock_intent(&share, req.requested_oplock_level, disp, dir)
                 };
+                lease_id = intent.lease.map(|l| l.id);
                 let (opened, held) = st.broker.open_with_time(
                     key,
                     rel.clone(),
@@ -548,7 +608,20 @@ impl Connection {
         if granted != Level::NoOplock {
             debug!(fid = open_id, level = ?granted, "oplock granted");
         }
-        let mut durable = self.grant_durable(ask, &share, granted, meta.is_dir(), share_access);
+        let lease_ctx = lease_id.and_then(|id| self.lease_context(key, id));
+        if let Some(c) = lease_ctx.clone() {
+            ctxs.push(c);
+        }
+        let handle_lease = lease_id
+            .and_then(|id| self.st.broker.lease_grant(key, id))
+            .is_some_and(|g| g.state & crate::fsa::lease::H != 0);
+        let mut durable = self.grant_durable(
+            ask,
+            &share,
+            granted == Level::Batch || handle_lease,
+            meta.is_dir(),
+            share_access,
+        );
         if let Some(d) = &durable {
             debug!(
                 fid = open_id,
@@ -567,7 +640,11 @@ impl Connection {
             });
         }
         let resp = CreateResponse {
-            oplock_level: granted.wire(),
+            oplock_level: if lease_ctx.is_some() {
+                crate::fsa::oplock::WIRE_LEASE
+            } else {
+                granted.wire()
+            },
             flags: 0,
             create_action: created.action,
             creation_time: meta.creation_time,
@@ -611,6 +688,7 @@ impl Connection {
                 write_time: OpenWriteTime::default(),
                 stream: None,
                 durable,
+                lock_seq: LockSequences::default(),
             },
         );
         ctx.related_fid = Some(fid);
@@ -622,12 +700,13 @@ impl Connection {
 
     /// Whether a new open becomes durable (MS-SMB2 3.3.5.9.6, 3.3.5.9.10):
     /// asked for, on a file (not a directory) of a share that allows it, and
-    /// holding a batch oplock. Persistent handles are never granted.
+    /// holding a batch oplock or a handle-caching lease. Persistent handles
+    /// are never granted.
     fn grant_durable(
         &self,
         ask: Ask,
         share: &Share,
-        granted: Level,
+        caches_handle: bool,
         is_dir: bool,
         share_access: u32,
     ) -> Option<durable::Durable> {
@@ -640,7 +719,7 @@ impl Connection {
             .conf
             .as_ref()
             .is_some_and(|c| c.durable_handles.unwrap_or(true));
-        if !allowed || is_dir || granted != Level::Batch {
+        if !allowed || is_dir || !caches_handle {
             return None;
         }
         let g = &self.st.config.global;
@@ -675,15 +754,31 @@ impl Connection {
             .get(&ctx.hdr.session_id)
             .and_then(|s| s.user.clone())
             .ok_or(NtStatus::USER_SESSION_DELETED)?;
-        let lease =
-            CreateContext::find(&req.contexts, crate::wire::create::ctx::REQUEST_LEASE).is_some();
+        let lease = CreateContext::find(&req.contexts, crate::wire::create::ctx::REQUEST_LEASE)
+            .map(|c| {
+                let key = LeaseContext::decode(&c.data)
+                    .map(|l| l.key)
+                    .unwrap_or_default();
+                (self.neg.client_guid, key)
+            });
         if !self.st.durable.contains(file_id.persistent) && self.st.keeper.is_some() {
             return self
                 .keeper_reconnect(ctx, req, ask, file_id, &share, tree_ro, tree_id, &user)
                 .await;
         }
+        let st = self.st.clone();
         let (mut open, level) = durable::reclaim(&self.st, file_id.persistent, self.conn_id, |o| {
-            durable::check_reconnect(o, ask, user.identity.uid, &share.name, lease)
+            let held = st.broker.open_lease(o.key, o.fid.volatile);
+            durable::check_reconnect(o, ask, user.identity.uid, &share.name, lease, held)?;
+            // A lease belongs to a file name (MS-SMB2 3.3.5.9.7).
+            let same_name = |a: &str, b: &str| {
+                a.trim_start_matches('\\')
+                    .eq_ignore_ascii_case(b.trim_start_matches('\\'))
+            };
+            if held.is_some() && !same_name(&req.name, &o.smb_name) {
+                return Err(NtStatus::INVALID_PARAMETER);
+            }
+            Ok(())
         })
         .inspect_err(|status| {
             info!(fid = file_id.persistent, user = %user.name, ?status, "durable reconnect refused")
@@ -714,8 +809,20 @@ impl Connection {
         }
         let fid = open.fid;
         info!(fid = fid.persistent, path = %open.path.display(), user = %user.name, "durable open reconnected");
+        let mut contexts =
+            reply_contexts(&req.contexts, &meta, &open.identity, tree_ro, share.serial);
+        let lease_ctx = self
+            .st
+            .broker
+            .open_lease(open.key, open.fid.volatile)
+            .and_then(|id| self.lease_context(open.key, id));
+        contexts.extend(lease_ctx.clone());
         let resp = CreateResponse {
-            oplock_level: level.wire(),
+            oplock_level: if lease_ctx.is_some() {
+                crate::fsa::oplock::WIRE_LEASE
+            } else {
+                level.wire()
+            },
             flags: 0,
             create_action: action::OPENED,
             creation_time: meta.creation_time,
@@ -726,7 +833,7 @@ impl Connection {
             end_of_file: if meta.is_dir() { 0 } else { meta.size },
             file_attributes: meta.attributes,
             file_id: fid,
-            contexts: reply_contexts(&req.contexts, &meta, &open.identity, tree_ro, share.serial),
+            contexts,
         };
         self.opens.insert(fid.volatile, open);
         ctx.related_fid = Some(fid);
@@ -872,6 +979,7 @@ impl Connection {
                     share_access: rec.share_access,
                     keeper_id: Some(rec.id),
                 }),
+                lock_seq: LockSequences::default(),
             },
         );
         ctx.related_fid = Some(fid);
@@ -1022,7 +1130,7 @@ impl Connection {
                 .broker
                 .check_io(key, oid, req.offset, data.len() as u64, true)?;
         }
-        self.break_level2_oplocks(key);
+        self.break_level2_oplocks(key, oid);
         let off = req.offset;
         let n = data.len();
         let hold = self.st.broker.write_time_needs_hold(key);
@@ -1065,8 +1173,21 @@ impl Connection {
         };
         let req = LockRequest::decode(ctx.msg).map_err(|_| NtStatus::INVALID_PARAMETER)?;
         let fid = ctx.fid(req.file_id);
+        // Lock sequences are checked for durable opens and, as Samba does,
+        // for every open of a multichannel-capable connection.
+        let check_seq = self.neg.dialect != 0x0202
+            && self.neg.server_caps & crate::wire::negotiate::GLOBAL_CAP_MULTI_CHANNEL != 0;
+        let seq = req.lock_sequence;
         let (key, oid) = {
             let o = self.open_mut(ctx, fid)?;
+            if (check_seq || o.durable.is_some()) && o.lock_seq.replayed(seq) {
+                debug!(
+                    fid = o.fid.volatile,
+                    seq, "lock request replayed; not applied again"
+                );
+                ctx.related_fid = Some(fid);
+                return Ok(lock_reply());
+            }
             (o.key, o.fid.volatile)
         };
         ctx.related_fid = Some(fid);
@@ -1076,7 +1197,7 @@ impl Connection {
             .is_some_and(|l| l.flags & LOCKFLAG_UNLOCK != 0);
         if !unlocking {
             // Byte-range locks end level II caching (MS-FSA 2.1.4.12).
-            self.break_level2_oplocks(key);
+            self.break_level2_oplocks(key, oid);
         }
         let mut taken: Vec<(u64, u64)> = Vec::new();
         for l in &req.locks {
@@ -1159,6 +1280,11 @@ impl Connection {
                     }
                     return Err(s);
                 }
+            }
+        }
+        if let Some(o) = self.opens.get_mut(&oid) {
+            if check_seq || o.durable.is_some() {
+                o.lock_seq.succeeded(seq);
             }
         }
         Ok(lock_reply())

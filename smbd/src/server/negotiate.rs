@@ -56,6 +56,9 @@ impl Connection {
         let mut caps = 0;
         if large {
             caps |= neg::GLOBAL_CAP_LARGE_MTU;
+            if self.st.config.global.smb2_leases {
+                caps |= neg::GLOBAL_CAP_LEASING;
+            }
         }
         if dialect >= 0x0300
             && dialect != SMB2_WILDCARD_DIALECT

@@ -9,9 +9,13 @@ use super::pending::{AsyncWork, Attempt, Gate, PendingKind};
 use super::state::Share;
 use super::workers::BrokerHandle;
 use crate::fsa::broker::FileKey;
-use crate::fsa::oplock::{BreakNotice, Intent, Level};
+use crate::fsa::lease::{LeaseId, LeaseRequest};
+use crate::fsa::oplock::{BreakNotice, Intent, LeaseNotice, Level, WIRE_LEASE};
+use crate::wire::create::{ctx, lease_flags, CreateContext, LeaseContext, LeaseV2};
 use crate::wire::header::FLAGS_SERVER_TO_REDIR;
-use crate::wire::oplock::{BreakAck, OplockBreak};
+use crate::wire::oplock::{
+    BreakAck, LeaseBreakAck, LeaseBreakNotification, OplockBreak, LEASE_BREAK_FLAG_ACK_REQUIRED,
+};
 use crate::wire::{Command, Header, NtStatus, HEADER_LEN};
 use bytes::BytesMut;
 use std::time::Duration;
@@ -43,7 +47,67 @@ impl Connection {
                 self.st.config.global.oplock_break_timeout,
             )),
             may_break: true,
+            lease: None,
         }
+    }
+
+    /// The lease a CREATE asks for (MS-SMB2 3.3.5.9.8, 3.3.5.9.11): only
+    /// with OplockLevel LEASE, on SMB 2.1 and later with leasing on, and not
+    /// for directories (no directory leasing). A v2 context counts as v2
+    /// only on SMB 3.x.
+    pub fn lease_request(
+        &self,
+        requested: u8,
+        contexts: &[CreateContext],
+        is_dir: bool,
+    ) -> Option<LeaseRequest> {
+        if requested != WIRE_LEASE || is_dir || !self.leasing() {
+            return None;
+        }
+        let c = CreateContext::find(contexts, ctx::REQUEST_LEASE)?;
+        let l = LeaseContext::decode(&c.data).ok()?;
+        let v2 = l.v2.filter(|_| self.neg.dialect >= 0x0300);
+        Some(LeaseRequest {
+            id: (self.neg.client_guid, l.key),
+            state: l.state,
+            v2: v2.is_some(),
+            epoch: v2.map_or(0, |v| v.epoch),
+            parent: v2
+                .filter(|_| l.flags & lease_flags::PARENT_LEASE_KEY_SET != 0)
+                .map(|v| v.parent_key),
+        })
+    }
+
+    /// Leases are offered on this connection (SMB2_GLOBAL_CAP_LEASING).
+    pub fn leasing(&self) -> bool {
+        self.neg.dialect >= 0x0210
+            && self.neg.dialect != 0x02FF
+            && self.st.config.global.smb2_leases
+    }
+
+    /// The lease response context for a granted lease.
+    pub fn lease_context(&self, key: FileKey, id: LeaseId) -> Option<CreateContext> {
+        let g = self.st.broker.lease_grant(key, id)?;
+        let mut flags = 0;
+        if g.breaking {
+            flags |= lease_flags::BREAK_IN_PROGRESS;
+        }
+        if g.parent.is_some() {
+            flags |= lease_flags::PARENT_LEASE_KEY_SET;
+        }
+        Some(
+            LeaseContext {
+                key: id.1,
+                state: g.state,
+                flags,
+                duration: 0,
+                v2: g.v2.then(|| LeaseV2 {
+                    parent_key: g.parent.unwrap_or_default(),
+                    epoch: g.epoch,
+                }),
+            }
+            .context(),
+        )
     }
 
     /// The CREATE cannot finish before oplock holders of `key` answer their
@@ -70,8 +134,7 @@ impl Connection {
     pub fn oplock_break(&mut self, ctx: &mut Ctx<'_>) -> Result<Reply, NtStatus> {
         let ack = match BreakAck::decode(ctx.msg) {
             Ok(BreakAck::Oplock(a)) => a,
-            // Leases are never granted, so there is no lease break to answer.
-            Ok(BreakAck::Lease(_)) => return Err(NtStatus::INVALID_OPLOCK_PROTOCOL),
+            Ok(BreakAck::Lease(a)) => return self.lease_break_ack(a),
             Err(_) => return Err(NtStatus::INVALID_PARAMETER),
         };
         let fid = ctx.fid(ack.file_id);
@@ -93,9 +156,34 @@ impl Connection {
         Reply::ok(b)
     }
 
-    /// Data of an open's stream changes: level II holders lose their oplock.
-    pub fn break_level2_oplocks(&self, key: FileKey) {
-        self.st.broker.oplock_break_level2(key);
+    /// Lease Break Acknowledgment (MS-SMB2 3.3.5.22.2), answered with the
+    /// state the lease now has.
+    fn lease_break_ack(&mut self, a: LeaseBreakAck) -> Result<Reply, NtStatus> {
+        if !self.leasing() {
+            return Err(NtStatus::NOT_SUPPORTED);
+        }
+        let id = (self.neg.client_guid, a.lease_key);
+        let state = self
+            .st
+            .broker
+            .lease_ack(id, a.lease_state)
+            .inspect_err(|s| debug!(state = a.lease_state, ?s, "bad lease break ack"))?;
+        debug!(state, "lease break acknowledged");
+        let mut b = Reply::buf();
+        LeaseBreakAck {
+            flags: 0,
+            lease_key: a.lease_key,
+            lease_state: state,
+            lease_duration: 0,
+        }
+        .encode(&mut b);
+        Reply::ok(b)
+    }
+
+    /// Data of an open's stream changes through open `actor`: level II
+    /// holders and other keys' leases lose read caching.
+    pub fn break_level2_oplocks(&self, key: FileKey, actor: u64) {
+        self.st.broker.oplock_break_level2(key, actor);
     }
 
     /// Queues an Oplock Break Notification for one of this connection's
@@ -107,6 +195,10 @@ impl Connection {
             return;
         };
         let (fid, sid, tid) = (open.fid, open.session_id, open.tree_id);
+        if let Some(l) = n.lease {
+            self.send_lease_break(l, sid, tid);
+            return;
+        }
         let encrypt = self.neg.cipher.is_some()
             && self
                 .sessions
@@ -137,6 +229,61 @@ impl Connection {
             buf
         };
         debug!(fid = fid.volatile, to = ?n.to, "oplock break sent");
+        self.outbox.push(frame);
+    }
+}
+
+impl Connection {
+    fn encrypts_for(&self, sid: u64, tid: u32) -> bool {
+        self.neg.cipher.is_some()
+            && self
+                .sessions
+                .get(&sid)
+                .is_some_and(|s| s.encrypt_data || s.trees.get(&tid).is_some_and(|t| t.encrypt))
+    }
+
+    /// Queues a Lease Break Notification (MS-SMB2 3.3.4.7); like an oplock
+    /// break it is unsolicited and encrypted when the open's session or
+    /// tree encrypts.
+    fn send_lease_break(&mut self, l: LeaseNotice, sid: u64, tid: u32) {
+        let h = Header {
+            command: Command::OplockBreak as u16,
+            flags: FLAGS_SERVER_TO_REDIR,
+            message_id: NOTIFICATION_MESSAGE_ID,
+            ..Header::default()
+        };
+        let mut buf = BytesMut::with_capacity(HEADER_LEN + 44);
+        h.encode(&mut buf);
+        LeaseBreakNotification {
+            new_epoch: l.epoch,
+            flags: if l.ack_required {
+                LEASE_BREAK_FLAG_ACK_REQUIRED
+            } else {
+                0
+            },
+            lease_key: l.key,
+            current_state: l.from,
+            new_state: l.to,
+            ..LeaseBreakNotification::default()
+        }
+        .encode(&mut buf);
+        let frame = if self.encrypts_for(sid, tid) {
+            match self.encrypt_for(sid, &buf) {
+                Ok(f) => f,
+                Err(e) => {
+                    warn!(error = %e, "lease break notification dropped");
+                    return;
+                }
+            }
+        } else {
+            buf
+        };
+        debug!(
+            from = l.from,
+            to = l.to,
+            ack = l.ack_required,
+            "lease break sent"
+        );
         self.outbox.push(frame);
     }
 }
@@ -215,7 +362,8 @@ mod tests {
             Ok(BreakNotice {
                 owner: 1,
                 open_id: 10,
-                to: Level::LevelII
+                to: Level::LevelII,
+                lease: None,
             })
         );
         let waiter = tokio::spawn({
@@ -243,7 +391,7 @@ mod tests {
         // A write breaks both level II oplocks to none, nobody waits.
         let (tx2, mut rx2) = mpsc::unbounded_channel();
         b.register_break_sink(2, tx2);
-        assert_eq!(b.oplock_break_level2(K), 2);
+        assert_eq!(b.oplock_break_level2(K, 11), 2);
         assert_eq!(rx.try_recv().map(|n| n.to), Ok(Level::NoOplock));
         assert_eq!(rx2.try_recv().map(|n| n.to), Ok(Level::NoOplock));
         assert_eq!(b.oplock_level(K, 10), Level::NoOplock);

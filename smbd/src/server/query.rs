@@ -345,7 +345,7 @@ impl Connection {
                         if open.is_dir {
                             return Err(NtStatus::INVALID_PARAMETER);
                         }
-                        st.broker.oplock_break_level2(open.key);
+                        st.broker.oplock_break_level2(open.key, open.fid.volatile);
                         if open.stream.is_some() {
                             super::streams::set_size(open, size, allocation).await?;
                         } else {
@@ -370,7 +370,10 @@ impl Connection {
                         }
                     }
                     SetFileInfo::Rename { replace, name, .. } => {
-                        self.rename(ctx, fid, replace, &name).await?
+                        let (key, oid) = (open.key, open.fid.volatile);
+                        self.rename(ctx, fid, replace, &name).await?;
+                        // Other keys' handle caching ends with the old name.
+                        self.st.broker.break_handle_leases(key, oid);
                     }
                     SetFileInfo::Link { .. } => return Err(NtStatus::NOT_SUPPORTED),
                     SetFileInfo::ValidDataLength(_) => return Err(NtStatus::NOT_SUPPORTED),

@@ -13,6 +13,7 @@ use super::files::{fs, Open};
 use super::state::Share;
 use crate::fsa::broker::{FileKey, Opened};
 use crate::fsa::names::{self, ParsedPath};
+use crate::fsa::oplock::Intent;
 use crate::fsa::streams::{self as rules, StreamEntry};
 use crate::fsa::types::{access, action, attr, disposition, options, FileMeta};
 use crate::posix::{self, CreateMode, DirMode, OpenRequest};
@@ -192,7 +193,11 @@ impl Connection {
             stream: rules::stream_id(Some(&stored)),
         };
         let open_id = self.st.next_file_id();
-        let intent = self.oplock_intent(&c.share, req.requested_oplock_level, disp, false);
+        let lease_req = self.lease_request(req.requested_oplock_level, &req.contexts, false);
+        let intent = Intent {
+            lease: lease_req,
+            ..self.oplock_intent(&c.share, req.requested_oplock_level, disp, false)
+        };
         let opened = self.st.broker.open_with(
             key,
             p.rel.clone(),
@@ -246,8 +251,21 @@ impl Connection {
             persistent: open_id,
             volatile: open_id,
         };
+        let lease_ctx = lease_req.and_then(|l| self.lease_context(key, l.id));
+        let mut contexts = super::files::reply_contexts(
+            &req.contexts,
+            &meta,
+            &c.identity,
+            c.tree_ro,
+            c.share.serial,
+        );
+        contexts.extend(lease_ctx.clone());
         let resp = CreateResponse {
-            oplock_level: granted.wire(),
+            oplock_level: if lease_ctx.is_some() {
+                crate::fsa::oplock::WIRE_LEASE
+            } else {
+                granted.wire()
+            },
             flags: 0,
             create_action,
             creation_time: meta.creation_time,
@@ -258,13 +276,7 @@ impl Connection {
             end_of_file: meta.size,
             file_attributes: crate::fsa::info::wire_attributes(&meta),
             file_id: fid,
-            contexts: super::files::reply_contexts(
-                &req.contexts,
-                &meta,
-                &c.identity,
-                c.tree_ro,
-                c.share.serial,
-            ),
+            contexts,
         };
         self.opens.insert(
             open_id,
@@ -286,6 +298,7 @@ impl Connection {
                 dir: None,
                 stream: Some(stored),
                 durable: None,
+                lock_seq: super::files::LockSequences::default(),
             },
         );
         ctx.related_fid = Some(fid);
@@ -362,7 +375,7 @@ impl Connection {
                 .broker
                 .check_io(key, fid.volatile, req.offset, data.len() as u64, true)?;
         }
-        self.break_level2_oplocks(key);
+        self.break_level2_oplocks(key, fid.volatile);
         let (off, n) = (req.offset, data.len());
         let end = fs(id, move || {
             let mut content = posix::streams::read(fd.as_fd(), &name)?.unwrap_or_default();

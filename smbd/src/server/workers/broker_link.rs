@@ -24,7 +24,8 @@ use super::broker_proto::{
 };
 use super::broker_service::{recv_msg, send_msg, WorkerEnds};
 use crate::fsa::broker::{BreakSink, Broker, CloseOutcome, FileKey, Opened};
-use crate::fsa::oplock::{BreakNotice, Intent, Level};
+use crate::fsa::lease::{LeaseGrant, LeaseId};
+use crate::fsa::oplock::{BreakNotice, Intent, LeaseNotice, Level};
 use crate::fsa::writetime::{Change, OpenWriteTime};
 use crate::wire::NtStatus;
 use nix::sys::socket::{self, sockopt};
@@ -102,11 +103,17 @@ fn read_events(inner: &Inner) {
             }
         };
         match bp::decode::<ToWorkerMsg>(&buf[..n]) {
-            Ok(ToWorkerMsg::Break { owner, open_id, to }) => {
+            Ok(ToWorkerMsg::Break {
+                owner,
+                open_id,
+                to,
+                lease,
+            }) => {
                 let n = BreakNotice {
                     owner,
                     open_id,
                     to: Level::from_wire(to),
+                    lease: lease.map(LeaseNotice::from),
                 };
                 match lock(&inner.sinks).get(&owner) {
                     Some(tx) if tx.send(n).is_ok() => {}
@@ -426,18 +433,90 @@ impl BrokerHandle {
         }
     }
 
-    pub fn oplock_break_level2(&self, key: FileKey) -> usize {
+    pub fn oplock_break_level2(&self, key: FileKey, actor: u64) -> usize {
         match self {
-            BrokerHandle::Local(b) => b.oplock_break_level2(key),
-            BrokerHandle::Remote(r) => {
-                match r.inner.call(Req::OplockBreakLevel2 { key: Self::k(key) }) {
-                    Some(Resp::Count(n)) => n as usize,
-                    r => {
-                        odd(r);
-                        0
-                    }
+            BrokerHandle::Local(b) => b.oplock_break_level2(key, actor),
+            BrokerHandle::Remote(r) => match r.inner.call(Req::OplockBreakLevel2 {
+                key: Self::k(key),
+                actor,
+            }) {
+                Some(Resp::Count(n)) => n as usize,
+                r => {
+                    odd(r);
+                    0
                 }
-            }
+            },
+        }
+    }
+
+    pub fn open_lease(&self, key: FileKey, open_id: u64) -> Option<LeaseId> {
+        match self {
+            BrokerHandle::Local(b) => b.open_lease(key, open_id),
+            BrokerHandle::Remote(r) => match r.inner.call(Req::OpenLease {
+                key: Self::k(key),
+                open_id,
+            }) {
+                Some(Resp::Lease(l)) => l,
+                r => {
+                    odd(r);
+                    None
+                }
+            },
+        }
+    }
+
+    pub fn lease_file(&self, id: LeaseId) -> Option<FileKey> {
+        match self {
+            BrokerHandle::Local(b) => b.lease_file(id),
+            BrokerHandle::Remote(r) => match r.inner.call(Req::LeaseFile { id }) {
+                Some(Resp::File(k)) => k.map(FileKey::from),
+                r => {
+                    odd(r);
+                    None
+                }
+            },
+        }
+    }
+
+    pub fn lease_grant(&self, key: FileKey, id: LeaseId) -> Option<LeaseGrant> {
+        match self {
+            BrokerHandle::Local(b) => b.lease_grant(key, id),
+            BrokerHandle::Remote(r) => match r.inner.call(Req::LeaseGrant {
+                key: Self::k(key),
+                id,
+            }) {
+                Some(Resp::Grant(g)) => g.map(LeaseGrant::from),
+                r => {
+                    odd(r);
+                    None
+                }
+            },
+        }
+    }
+
+    pub fn lease_ack(&self, id: LeaseId, state: u32) -> Result<u32, NtStatus> {
+        match self {
+            BrokerHandle::Local(b) => b.lease_ack(id, state),
+            BrokerHandle::Remote(r) => match r.inner.call(Req::LeaseAck { id, state }) {
+                Some(Resp::State(x)) => x.map_err(st),
+                r => {
+                    odd(r);
+                    Err(UNREACHABLE)
+                }
+            },
+        }
+    }
+
+    pub fn break_handle_leases(&self, key: FileKey, actor: u64) {
+        match self {
+            BrokerHandle::Local(b) => b.break_handle_leases(key, actor),
+            BrokerHandle::Remote(r) => Self::unit(
+                r,
+                Req::BreakHandleLeases {
+                    key: Self::k(key),
+                    actor,
+                },
+            ),
         }
     }
 

@@ -8,7 +8,8 @@
 //! the end of the enums (postcard numbers variants by position).
 
 use crate::fsa::broker::{CloseOutcome, FileKey};
-use crate::fsa::oplock::{BreakNotice, Intent, Level};
+use crate::fsa::lease::{LeaseGrant, LeaseId, LeaseRequest};
+use crate::fsa::oplock::{BreakNotice, Intent, LeaseNotice, Level};
 use crate::fsa::writetime::{Change, OpenWriteTime};
 use crate::wire::NtStatus;
 use serde::{Deserialize, Serialize};
@@ -61,6 +62,109 @@ pub struct WireIntent {
     pub level2: bool,
     pub break_timeout: Duration,
     pub may_break: bool,
+    pub lease: Option<WireLease>,
+}
+
+/// A [`LeaseRequest`] on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireLease {
+    pub id: LeaseId,
+    pub state: u32,
+    pub v2: bool,
+    pub epoch: u16,
+    pub parent: Option<[u8; 16]>,
+}
+
+impl From<LeaseRequest> for WireLease {
+    fn from(l: LeaseRequest) -> Self {
+        WireLease {
+            id: l.id,
+            state: l.state,
+            v2: l.v2,
+            epoch: l.epoch,
+            parent: l.parent,
+        }
+    }
+}
+
+impl From<WireLease> for LeaseRequest {
+    fn from(l: WireLease) -> Self {
+        LeaseRequest {
+            id: l.id,
+            state: l.state,
+            v2: l.v2,
+            epoch: l.epoch,
+            parent: l.parent,
+        }
+    }
+}
+
+/// A [`LeaseNotice`] on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireLeaseNotice {
+    pub key: [u8; 16],
+    pub from: u32,
+    pub to: u32,
+    pub epoch: u16,
+    pub ack_required: bool,
+}
+
+impl From<LeaseNotice> for WireLeaseNotice {
+    fn from(n: LeaseNotice) -> Self {
+        WireLeaseNotice {
+            key: n.key,
+            from: n.from,
+            to: n.to,
+            epoch: n.epoch,
+            ack_required: n.ack_required,
+        }
+    }
+}
+
+impl From<WireLeaseNotice> for LeaseNotice {
+    fn from(n: WireLeaseNotice) -> Self {
+        LeaseNotice {
+            key: n.key,
+            from: n.from,
+            to: n.to,
+            epoch: n.epoch,
+            ack_required: n.ack_required,
+        }
+    }
+}
+
+/// A [`LeaseGrant`] on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireGrant {
+    pub state: u32,
+    pub epoch: u16,
+    pub v2: bool,
+    pub parent: Option<[u8; 16]>,
+    pub breaking: bool,
+}
+
+impl From<LeaseGrant> for WireGrant {
+    fn from(g: LeaseGrant) -> Self {
+        WireGrant {
+            state: g.state,
+            epoch: g.epoch,
+            v2: g.v2,
+            parent: g.parent,
+            breaking: g.breaking,
+        }
+    }
+}
+
+impl From<WireGrant> for LeaseGrant {
+    fn from(g: WireGrant) -> Self {
+        LeaseGrant {
+            state: g.state,
+            epoch: g.epoch,
+            v2: g.v2,
+            parent: g.parent,
+            breaking: g.breaking,
+        }
+    }
 }
 
 impl From<&Intent> for WireIntent {
@@ -74,6 +178,7 @@ impl From<&Intent> for WireIntent {
             level2: i.level2,
             break_timeout: i.break_timeout,
             may_break: i.may_break,
+            lease: i.lease.map(WireLease::from),
         }
     }
 }
@@ -89,6 +194,7 @@ impl From<WireIntent> for Intent {
             level2: i.level2,
             break_timeout: i.break_timeout,
             may_break: i.may_break,
+            lease: i.lease.map(LeaseRequest::from),
         }
     }
 }
@@ -186,6 +292,7 @@ pub enum Req {
     },
     OplockBreakLevel2 {
         key: Key,
+        actor: u64,
     },
     /// `oplock_changed` and `unlock_notify`: the worker wants wake-ups for
     /// this key from now on; answered with whether the file has opens.
@@ -297,6 +404,25 @@ pub enum Req {
         open_id: u64,
         open: OpenWriteTime,
     },
+    OpenLease {
+        key: Key,
+        open_id: u64,
+    },
+    LeaseFile {
+        id: LeaseId,
+    },
+    LeaseGrant {
+        key: Key,
+        id: LeaseId,
+    },
+    LeaseAck {
+        id: LeaseId,
+        state: u32,
+    },
+    BreakHandleLeases {
+        key: Key,
+        actor: u64,
+    },
 }
 
 /// The answer to one [`Req`]; statuses as their NTSTATUS values.
@@ -322,6 +448,10 @@ pub enum Resp {
     WriteTime(OpenWriteTime),
     WriteTimeAnd(OpenWriteTime, Option<u64>),
     Path(Option<Vec<u8>>),
+    Lease(Option<LeaseId>),
+    File(Option<Key>),
+    Grant(Option<WireGrant>),
+    State(Result<u32, u32>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -341,6 +471,7 @@ pub enum ToWorkerMsg {
         owner: u64,
         open_id: u64,
         to: u8,
+        lease: Option<WireLeaseNotice>,
     },
     /// Oplocks or locks of the key changed: wake the local waiters.
     Wake {
@@ -354,6 +485,7 @@ impl ToWorkerMsg {
             owner: n.owner,
             open_id: n.open_id,
             to: n.to.wire(),
+            lease: n.lease.map(WireLeaseNotice::from),
         }
     }
 }
@@ -447,6 +579,13 @@ mod tests {
                 owner: 1 << 48,
                 open_id: 2,
                 to: 1,
+                lease: Some(WireLeaseNotice {
+                    key: [3; 16],
+                    from: 7,
+                    to: 1,
+                    epoch: 9,
+                    ack_required: true,
+                }),
             },
             ToWorkerMsg::Wake { key: key() },
         ] {

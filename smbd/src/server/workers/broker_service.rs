@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::broker_proto::{
-    self as bp, bytes_path, status, Req, Resp, ToBroker, ToWorkerMsg, WireClose,
+    self as bp, bytes_path, status, Key, Req, Resp, ToBroker, ToWorkerMsg, WireClose,
 };
 use crate::fsa::broker::{Broker, FileKey, Opened};
 use crate::fsa::oplock::BreakNotice;
@@ -380,7 +380,24 @@ impl BrokerService {
                     Some(key),
                 );
             }
-            Req::OplockBreakLevel2 { key } => Resp::Count(b.oplock_break_level2(key.into()) as u64),
+            Req::OplockBreakLevel2 { key, actor } => {
+                Resp::Count(b.oplock_break_level2(key.into(), actor) as u64)
+            }
+            Req::OpenLease { key, open_id } => Resp::Lease(b.open_lease(key.into(), open_id)),
+            Req::LeaseFile { id } => Resp::File(b.lease_file(id).map(Key::from)),
+            Req::LeaseGrant { key, id } => {
+                Resp::Grant(b.lease_grant(key.into(), id).map(bp::WireGrant::from))
+            }
+            Req::LeaseAck { id, state } => {
+                // The acknowledgment wakes the opens waiting on the lease's file.
+                let file = b.lease_file(id);
+                let r = b.lease_ack(id, state).map_err(|s| s.0);
+                return (Resp::State(r), file);
+            }
+            Req::BreakHandleLeases { key, actor } => {
+                b.break_handle_leases(key.into(), actor);
+                Resp::Unit
+            }
             Req::Watch { key } => {
                 let key = FileKey::from(key);
                 // Watch first, then look: a change after the look is woken.
