@@ -129,6 +129,10 @@ pub struct BrokerService {
     /// Links that asked to be woken for a key (`Watch`), until the file has
     /// no opens left.
     watchers: Mutex<HashMap<FileKey, HashSet<u64>>>,
+    /// Files whose last close left an unlink to its worker, which sends
+    /// `Wake` once it is done (by link). Until then waiters keep waiting, as
+    /// the in-process broker's deferred wake-up makes them.
+    unlinking: Mutex<HashMap<FileKey, u64>>,
 }
 
 impl BrokerService {
@@ -234,7 +238,7 @@ impl BrokerService {
                 .get(&key)
                 .map(|s| s.iter().copied().collect())
                 .unwrap_or_default();
-            if self.broker.open_count(key) == 0 {
+            if self.broker.open_count(key) == 0 && !lock(&self.unlinking).contains_key(&key) {
                 w.remove(&key);
             }
             ids
@@ -271,6 +275,22 @@ impl BrokerService {
         }
         for set in lock(&self.watchers).values_mut() {
             set.remove(&id);
+        }
+        // Unlinks the dead worker owed: their waiters go on.
+        let owed: Vec<FileKey> = {
+            let mut u = lock(&self.unlinking);
+            let keys: Vec<FileKey> = u
+                .iter()
+                .filter(|(_, l)| **l == id)
+                .map(|(k, _)| *k)
+                .collect();
+            for k in &keys {
+                u.remove(k);
+            }
+            keys
+        };
+        for key in owed {
+            self.wake(key);
         }
         let opens: Vec<_> = lock(&link.opens).drain().collect();
         let n = opens.len();
@@ -339,6 +359,9 @@ impl BrokerService {
                 lock(&link.opens).remove(&(key, open_id));
                 let (out, w) = b.close_deferring_wake(key, open_id);
                 let deferred = w.is_some();
+                if deferred {
+                    lock(&self.unlinking).insert(key, id);
+                }
                 let resp = Resp::CloseDeferred(WireClose::from(out), deferred);
                 return (resp, (!deferred).then_some(key));
             }
@@ -347,11 +370,15 @@ impl BrokerService {
                 lock(&link.opens).remove(&(key, open_id));
                 let (out, w) = b.close_deferring_wake(key, open_id);
                 let deferred = w.is_some();
+                if deferred {
+                    lock(&self.unlinking).insert(key, id);
+                }
                 let resp = Resp::CloseDeferred(WireClose::from(out), deferred);
                 return (resp, (!deferred).then_some(key));
             }
             Req::Wake { key } => {
                 let key = FileKey::from(key);
+                lock(&self.unlinking).remove(&key);
                 // Nobody waits on the supervisor's own Notify; wake the workers.
                 return (Resp::Unit, Some(key));
             }
@@ -403,7 +430,7 @@ impl BrokerService {
                 // Watch first, then look: a change after the look is woken.
                 let mut w = lock(&self.watchers);
                 w.entry(key).or_default().insert(id);
-                let has = b.open_count(key) > 0;
+                let has = b.open_count(key) > 0 || lock(&self.unlinking).contains_key(&key);
                 if !has {
                     if let Some(s) = w.get_mut(&key) {
                         s.remove(&id);
@@ -416,10 +443,14 @@ impl BrokerService {
             }
             Req::OplockDeadline { key } => {
                 let now = std::time::Instant::now();
-                Resp::Deadline(
-                    b.oplock_deadline(key.into())
-                        .map(|d| d.saturating_duration_since(now)),
-                )
+                let key = FileKey::from(key);
+                // A file being unlinked: wait for the unlinker's `Wake`.
+                let unlinking = lock(&self.unlinking).contains_key(&key);
+                Resp::Deadline(match b.oplock_deadline(key) {
+                    Some(d) => Some(d.saturating_duration_since(now)),
+                    None if unlinking => Some(std::time::Duration::from_secs(35)),
+                    None => None,
+                })
             }
             Req::OplockExpire { key } => {
                 let key = FileKey::from(key);
