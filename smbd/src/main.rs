@@ -2,7 +2,8 @@
 
 use clap::Parser;
 use holdfast_smbd::config::{self, Config};
-use holdfast_smbd::server::workers::{self, Supervisor, WorkerCommand, WorkerLink};
+use holdfast_smbd::server::workers::broker_link::RemoteBroker;
+use holdfast_smbd::server::workers::{self, BrokerHandle, Supervisor, WorkerCommand, WorkerLink};
 use holdfast_smbd::server::{listen, ServerState};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::PathBuf;
@@ -234,9 +235,14 @@ fn run_supervisor(
 
 /// Worker `index`: serves what the supervisor passes over stdin.
 fn run_worker(cfg: Config, index: u32) -> ExitCode {
-    let Some(st) = state(cfg) else {
-        return ExitCode::FAILURE;
+    let mut st = match ServerState::new(cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(%e, "startup failed");
+            return ExitCode::FAILURE;
+        }
     };
+    st.disconnected_owner = holdfast_smbd::server::durable::disconnected_owner(index);
     let Some(rt) = runtime() else {
         return ExitCode::FAILURE;
     };
@@ -257,6 +263,15 @@ fn run_worker(cfg: Config, index: u32) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        // Share modes, oplocks and locks live in the supervisor's broker.
+        match link.recv_broker().await.and_then(RemoteBroker::new) {
+            Ok(b) => st.broker = BrokerHandle::Remote(b),
+            Err(e) => {
+                tracing::error!(%e, "worker: no broker link from the supervisor");
+                return ExitCode::FAILURE;
+            }
+        }
+        let st = Arc::new(st);
         let span = tracing::info_span!("worker", index);
         tokio::select! {
             () = workers::worker::run(st, link, index).instrument(span) => ExitCode::SUCCESS,

@@ -91,3 +91,156 @@ fn killed_worker_is_restarted() {
     }
     assert!(srv.log_text().contains("worker exited; restarting it"));
 }
+
+/// The worker (index) that served the connection from local port `port`:
+/// connection ids carry `index + 1` in their top 16 bits.
+fn worker_of_port(log: &str, port: &str) -> Option<u64> {
+    let peer = format!("peer=127.0.0.1:{port}}}");
+    log.lines()
+        .map(strip_ansi)
+        .filter(|l| l.contains(&peer) && l.ends_with("connected"))
+        .find_map(|l| {
+            let id = l.split("conn{id=").nth(1)?.split(' ').next()?;
+            Some((id.parse::<u64>().ok()? >> 48) - 1)
+        })
+}
+
+fn strip_ansi(l: &str) -> String {
+    let mut out = String::with_capacity(l.len());
+    let mut it = l.chars();
+    while let Some(c) = it.next() {
+        if c == '\u{1b}' {
+            for d in it.by_ref() {
+                if d == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// tests/python/cross_worker.py: share modes, locks against locks and I/O,
+/// and a blocking lock between two clients. Returns the workers that served
+/// the two connections.
+fn cross_client_conflicts(global: &str) -> Option<(u64, u64)> {
+    let srv = Server::start_config(global, "");
+    srv.pid()?; // None: an external server
+    let out = srv.python_script("cross_worker.py", &[], Duration::from_secs(60));
+    assert!(out.success(), "cross_worker.py ({global}) failed:\n{out}");
+    for want in [
+        "OK cross-client share modes",
+        "OK cross-client byte-range locks",
+    ] {
+        assert!(out.stdout.contains(want), "{out}");
+    }
+    let ports: Vec<&str> = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("PORTS "))
+        .expect("script prints its ports")
+        .split(' ')
+        .collect();
+    let log = srv.log_text();
+    let w1 = worker_of_port(&log, ports[0]).expect("first connection in the log");
+    let w2 = worker_of_port(&log, ports[1]).expect("second connection in the log");
+    Some((w1, w2))
+}
+
+/// Two clients on different workers get the same sharing violations and
+/// lock conflicts as on one worker: the broker lives in the supervisor.
+#[test]
+fn clients_on_different_workers_conflict_as_on_one() {
+    if !python_smbprotocol_available() {
+        return;
+    }
+    let Some((a, b)) = cross_client_conflicts("holdfast workers = 2") else {
+        return; // external server
+    };
+    assert_ne!(a, b, "the two clients must be served by different workers");
+    let Some((a, b)) = cross_client_conflicts("holdfast workers = 1") else {
+        return;
+    };
+    assert_eq!(a, b);
+}
+
+/// A worker killed while it holds an exclusive open and a lock: the
+/// supervisor's broker releases them, so a client of the other worker can
+/// open and lock the file.
+#[test]
+fn killed_workers_opens_are_released() {
+    if !python_smbprotocol_available() {
+        return;
+    }
+    let srv = Server::start_config("holdfast workers = 2", "");
+    let Some(pid) = srv.pid() else {
+        return;
+    };
+    assert_eq!(wait_workers(pid, 2).len(), 2, "want two workers");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hs = dir.path().display().to_string();
+    let script = std::thread::scope(|s| {
+        let run = s.spawn(|| {
+            srv.python_script(
+                "cross_worker.py",
+                &["--handshake", &hs],
+                Duration::from_secs(90),
+            )
+        });
+        let held = dir.path().join("held");
+        let t0 = Instant::now();
+        while !held.exists() && !run.is_finished() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "script never held the file"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if held.exists() {
+            let port = std::fs::read_to_string(&held).expect("held");
+            let log = srv.log_text();
+            let w = worker_of_port(&log, port.trim()).expect("holder in the log");
+            let victim = worker_pid(&log, w).expect("holder's worker pid in the log");
+            let others = workers_of(pid);
+            assert!(others.contains(&victim), "{victim} not among {others:?}");
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(victim as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .expect("kill the holder's worker");
+            std::fs::write(dir.path().join("go"), b"").expect("go");
+        }
+        run.join().expect("script thread")
+    });
+    assert!(
+        script.success(),
+        "cross_worker.py --handshake failed:\n{script}"
+    );
+    assert!(
+        script
+            .stdout
+            .contains("OK released after the holder's worker died"),
+        "{script}"
+    );
+    assert!(srv.log_text().contains("the worker's opens are released"));
+}
+
+/// Pid of worker `index` as the supervisor last logged it.
+fn worker_pid(log: &str, index: u64) -> Option<u32> {
+    let want = format!("worker={index} ");
+    log.lines()
+        .rev()
+        .map(strip_ansi)
+        .filter(|l| l.contains("worker started") && l.contains(&want))
+        .filter_map(|l| {
+            l.split("pid=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .next()
+}

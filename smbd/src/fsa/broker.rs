@@ -572,9 +572,10 @@ impl Broker {
             return false;
         };
         let keep = match rec.lease.and_then(|id| leases.get(&id)) {
-            // A lease keeps the open while it caches handles and is not
-            // being asked to give that up.
-            Some(l) => l.state & lease::H != 0 && l.breaking.is_none_or(|b| b.to & lease::H != 0),
+            // A lease keeps the open while it caches handles and no break
+            // is outstanding: a break sent to the lost connection would
+            // otherwise hold the breaking open until it times out.
+            Some(l) => l.state & lease::H != 0 && l.breaking.is_none(),
             None => rec.oplock.level == Level::Batch && rec.oplock.breaking.is_none(),
         };
         if keep {

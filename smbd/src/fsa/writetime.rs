@@ -24,8 +24,9 @@ pub struct FileWriteTime {
     explicit_gen: u64,
 }
 
-/// Per-handle state; lives in the server's Open.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+/// Per-handle state; lives in the server's Open (and travels to the
+/// supervisor's broker with each write-time call).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct OpenWriteTime {
     /// This handle has written (its first write started the delayed update).
     triggered: bool,

@@ -27,8 +27,14 @@ use tokio::sync::mpsc;
 use tracing::{debug, info};
 
 /// Broker owner of the oplocks of disconnected durable opens: a break sent
-/// there purges the open.
+/// there purges the open. A worker uses [`disconnected_owner`] instead.
 pub const DISCONNECTED_OWNER: u64 = u64::MAX;
+
+/// The disconnected-open owner of worker `index` (unlike any connection id,
+/// which carries `index + 1` in its top 16 bits).
+pub fn disconnected_owner(index: u32) -> u64 {
+    DISCONNECTED_OWNER - 1 - u64::from(index)
+}
 
 /// What makes an open durable, and what a reconnect must match.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -180,6 +186,17 @@ impl DurableTable {
         self.lock().contains_key(&id)
     }
 
+    /// Whether a disconnected open of client `guid` waits here (its
+    /// reconnect must come to this process).
+    pub fn holds_client(&self, guid: &[u8; 16]) -> bool {
+        self.lock().values().any(|d| {
+            d.open
+                .durable
+                .as_ref()
+                .is_some_and(|x| &x.client_guid == guid)
+        })
+    }
+
     /// Takes a disconnected open out of the table.
     fn take(&self, id: u64) -> Option<Disconnected> {
         self.lock().remove(&id)
@@ -191,7 +208,7 @@ impl DurableTable {
 pub fn ensure_started(st: &Arc<ServerState>) {
     st.durable.started.call_once(|| {
         let (tx, rx) = mpsc::unbounded_channel();
-        st.broker.register_break_sink(DISCONNECTED_OWNER, tx);
+        st.broker.register_break_sink(st.disconnected_owner, tx);
         tokio::spawn(purge_on_break(st.clone(), rx));
     });
 }
@@ -230,7 +247,7 @@ pub fn disconnect(st: &Arc<ServerState>, open: Open) -> Result<(), Box<Open>> {
         let mut t = st.durable.lock();
         if !st
             .broker
-            .oplock_disconnect(open.key, open.fid.volatile, DISCONNECTED_OWNER)
+            .oplock_disconnect(open.key, open.fid.volatile, st.disconnected_owner)
         {
             return Err(Box::new(open));
         }

@@ -355,6 +355,8 @@ impl Connection {
 
         let open_id = self.st.next_file_id();
         let mut granted: Level;
+        // The file's LastWriteTime as the broker holds it, read with the grant.
+        let held_at_open: Option<u64>;
         let lease_id;
         let created = match existing {
             Some(probe) => {
@@ -443,7 +445,7 @@ impl Connection {
                     lease: lease_req,
                     ..self.oplock_intent(&share, req.requested_oplock_level, disp, is_dir)
                 };
-                let opened = st.broker.open_with(
+                let (opened, held) = st.broker.open_with_time(
                     key,
                     rel.clone(),
                     open_id,
@@ -456,6 +458,7 @@ impl Connection {
                     return Ok(self.wait_for_oplock_break(ctx, key));
                 };
                 granted = level;
+                held_at_open = held;
                 let read = want & DATA_READ != 0 && !is_dir;
                 let write = want & DATA_WRITE != 0 && !is_dir;
                 let kernel = kernel_oplock::enabled(&share) && (read || write);
@@ -612,7 +615,7 @@ impl Connection {
                     ..self.oplock_intent(&share, req.requested_oplock_level, disp, dir)
                 };
                 lease_id = intent.lease.map(|l| l.id);
-                let opened = st.broker.open_with(
+                let (opened, held) = st.broker.open_with_time(
                     key,
                     rel.clone(),
                     open_id,
@@ -621,6 +624,7 @@ impl Connection {
                     opts & options::DELETE_ON_CLOSE != 0,
                     &intent,
                 )?;
+                held_at_open = held;
                 granted = match opened {
                     Opened::Granted(level) => level,
                     Opened::Wait => return Err(NtStatus::SHARING_VIOLATION),
@@ -655,7 +659,7 @@ impl Connection {
             ino: meta.ino,
             stream: 0,
         };
-        if let Some(t) = self.st.broker.write_time(key) {
+        if let Some(t) = held_at_open {
             meta.last_write_time = t;
         }
         let fid = FileId {
@@ -1082,12 +1086,14 @@ impl Connection {
             .ok_or(NtStatus::FILE_CLOSED)?;
         ctx.related_fid = Some(fid);
         self.end_pending_on_file(fid.volatile);
-        let held = self
-            .st
-            .broker
-            .write_time_close(open.key, &mut open.write_time);
         let mut resp = CloseResponse::default();
         if req.flags & 1 != 0 {
+            // The time to report, with this handle's owed update applied
+            // (closing the open below applies it otherwise).
+            let held = self
+                .st
+                .broker
+                .write_time_close(open.key, &mut open.write_time);
             let fd = open.fd.clone();
             if let Ok(m) = fs(open.identity.clone(), move || posix::stat(fd.as_fd())).await {
                 resp = CloseResponse {
@@ -1551,8 +1557,9 @@ pub async fn close_open_in(st: &ServerState, mut open: Open) {
     // Before the broker forgets the open, so that an open waiting for it
     // does not find our kernel lease still there.
     st.kernel.forget(&open.fd);
-    st.broker.write_time_close(open.key, &mut open.write_time);
-    let (outcome, wake) = st.broker.close_deferring_wake(open.key, open.fid.volatile);
+    let (outcome, wake) = st
+        .broker
+        .close_open(open.key, open.fid.volatile, &mut open.write_time);
     if (written || outcome.delete.is_some()) && st.broker.has_dir_leases() {
         break_parent_leases(st, &open, parent_lease).await;
     }

@@ -7,7 +7,8 @@
 use super::conn::{error_reply, Connection, Ctx, Reply};
 use super::pending::{AsyncWork, Attempt, Gate, PendingKind};
 use super::state::Share;
-use crate::fsa::broker::{Broker, FileKey};
+use super::workers::BrokerHandle;
+use crate::fsa::broker::FileKey;
 use crate::fsa::lease::{LeaseId, LeaseRequest};
 use crate::fsa::oplock::{BreakNotice, Intent, LeaseNotice, Level, WIRE_LEASE};
 use crate::wire::create::{ctx, lease_flags, CreateContext, LeaseContext, LeaseV2};
@@ -302,7 +303,7 @@ impl Connection {
 
 /// Waits until no break of `key` is outstanding: each acknowledgment, close
 /// or timeout wakes the waiter, which completes timed-out breaks itself.
-pub(crate) async fn wait_for_breaks(broker: &Broker, key: FileKey) {
+pub(crate) async fn wait_for_breaks(broker: &BrokerHandle, key: FileKey) {
     loop {
         let Some(changed) = broker.oplock_changed(key) else {
             return;
@@ -349,8 +350,8 @@ mod tests {
 
     /// A batch holder on owner 1 and a conflicting open from owner 2 that
     /// has to wait; returns the broker and the holder's break queue.
-    fn contended(timeout: Duration) -> (Arc<Broker>, mpsc::UnboundedReceiver<BreakNotice>) {
-        let b = Arc::new(Broker::new());
+    fn contended(timeout: Duration) -> (Arc<BrokerHandle>, mpsc::UnboundedReceiver<BreakNotice>) {
+        let b = Arc::new(BrokerHandle::new());
         let (tx, rx) = mpsc::unbounded_channel();
         b.register_break_sink(1, tx);
         let first = intent(1, Level::Batch, timeout);
@@ -475,7 +476,7 @@ mod tests {
 
     #[tokio::test]
     async fn sharing_violation_waits_for_batch_then_fails() {
-        let b = Broker::new();
+        let b = BrokerHandle::new();
         let (tx, mut rx) = mpsc::unbounded_channel();
         b.register_break_sink(1, tx);
         let t = Duration::from_secs(30);

@@ -2,7 +2,8 @@
 
 use super::conn::{Connection, Ctx, Reply};
 use super::files::{fs, DirCursor};
-use crate::fsa::broker::{Broker, FileKey};
+use super::workers::BrokerHandle;
+use crate::fsa::broker::FileKey;
 use crate::fsa::dirent::{dir_class_supported, DirEncoder};
 use crate::fsa::fsinfo::{query_fs_info, VolumeView};
 use crate::fsa::info::{query_file_info, OpenView};
@@ -582,7 +583,7 @@ fn hold_mtime(fd: std::os::fd::BorrowedFd<'_>, hold: bool) -> std::io::Result<Op
 }
 
 /// Reports the broker's held LastWriteTime for a file that is open.
-fn held_write_time(broker: &Broker, mut m: FileMeta) -> FileMeta {
+fn held_write_time(broker: &BrokerHandle, mut m: FileMeta) -> FileMeta {
     if let Some(t) = broker.write_time(FileKey {
         dev: m.dev,
         ino: m.ino,

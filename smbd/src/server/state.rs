@@ -1,13 +1,13 @@
 //! State shared by every connection of this process.
 
 use crate::config::{Config, ShareConfig};
-use crate::fsa::broker::Broker;
 use crate::posix::ShareRoot;
 use crate::server::auth::TargetInfo;
 use crate::server::channel::Forwarded;
 use crate::server::crypto::{Cipher, SessionKeys, SigningAlgorithm};
 use crate::server::durable::DurableTable;
 use crate::server::keeper::KeeperLink;
+use crate::server::workers::BrokerHandle;
 use crate::userdb::UserDb;
 use std::collections::HashMap;
 use std::io;
@@ -84,7 +84,11 @@ pub struct ServerState {
     pub start_time: u64,
     pub shares: Vec<Arc<Share>>,
     pub users: Mutex<UserDb>,
-    pub broker: Broker,
+    /// This process's broker, or (in a worker) the supervisor's.
+    pub broker: BrokerHandle,
+    /// Break owner of this process's disconnected durable opens (distinct
+    /// per worker, as break owners are global in the supervisor's broker).
+    pub disconnected_owner: u64,
     /// Kernel leases backing SMB caching on `kernel oplocks` shares.
     pub kernel: crate::server::kernel_oplock::KernelLeases,
     pub target: TargetInfo,
@@ -147,7 +151,8 @@ impl ServerState {
             start_time: crate::fsa::types::nt_now(),
             shares,
             users: Mutex::new(users),
-            broker: Broker::new(),
+            broker: BrokerHandle::new(),
+            disconnected_owner: crate::server::durable::DISCONNECTED_OWNER,
             kernel: Default::default(),
             sessions: Mutex::new(HashMap::new()),
             durable: DurableTable::default(),

@@ -1,4 +1,4 @@
-//! One SOCK_SEQPACKET message, optionally with one fd attached (SCM_RIGHTS).
+//! One SOCK_SEQPACKET message, optionally with fds attached (SCM_RIGHTS).
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsFd, OwnedFd};
@@ -7,10 +7,19 @@ use tokio_seqpacket::UnixSeqpacket;
 
 use super::proto::MAX_MESSAGE;
 
+/// Room for the fds of one message (a worker's broker link has the most).
+const CBUF: usize = 1024;
+
 /// Sends `msg` with `fd` attached (if any).
 pub async fn send(sock: &UnixSeqpacket, msg: &[u8], fd: Option<&OwnedFd>) -> io::Result<()> {
-    let mut cbuf = [0u8; 64];
-    let fds: Vec<_> = fd.iter().map(|f| f.as_fd()).collect();
+    let fds: Vec<&OwnedFd> = fd.into_iter().collect();
+    send_fds(sock, msg, &fds).await
+}
+
+/// Sends `msg` with `fds` attached, in order.
+pub async fn send_fds(sock: &UnixSeqpacket, msg: &[u8], fds: &[&OwnedFd]) -> io::Result<()> {
+    let mut cbuf = [0u8; CBUF];
+    let fds: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
     let mut anc = AncillaryMessageWriter::new(&mut cbuf);
     if !fds.is_empty() {
         anc.add_fds(&fds[..])
@@ -29,7 +38,7 @@ pub async fn send(sock: &UnixSeqpacket, msg: &[u8], fd: Option<&OwnedFd>) -> io:
 /// none leak). `Ok(None)` means the peer closed the socket.
 pub async fn recv(sock: &UnixSeqpacket) -> io::Result<Option<(Vec<u8>, Vec<OwnedFd>)>> {
     let mut buf = vec![0u8; MAX_MESSAGE];
-    let mut cbuf = [0u8; 128];
+    let mut cbuf = [0u8; CBUF];
     let (info, anc) = sock
         .recv_vectored_with_ancillary(&mut [IoSliceMut::new(&mut buf)], &mut cbuf)
         .await?;

@@ -7,10 +7,14 @@
 //! process; a worker that receives another worker's client passes the socket
 //! on before reading anything past the transport's peek.
 
+pub mod broker_link;
+pub mod broker_proto;
+pub mod broker_service;
 pub mod channel;
 pub mod proto;
 pub mod supervisor;
 pub mod worker;
 
+pub use broker_link::BrokerHandle;
 pub use supervisor::{Supervisor, WorkerCommand};
 pub use worker::WorkerLink;

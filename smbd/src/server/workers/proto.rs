@@ -33,6 +33,9 @@ pub enum ToWorker {
     Conn { peer: SocketAddr, smb1_done: bool },
     /// Answer to `OwnerOf`: `here` when the asking worker owns the GUID.
     Owner { req: u64, here: bool },
+    /// The attached fd is the worker's end of its broker socket (the first
+    /// message a worker gets).
+    Broker,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -150,6 +153,7 @@ impl ToWorker {
                 out.extend_from_slice(&req.to_le_bytes());
                 out.push(u8::from(*here));
             }
+            ToWorker::Broker => out.push(3),
         }
         out
     }
@@ -165,6 +169,7 @@ impl ToWorker {
                 req: r.u64()?,
                 here: r.u8()? != 0,
             },
+            3 => ToWorker::Broker,
             k => return Err(ProtoError::Kind(k)),
         })
     }
@@ -197,6 +202,7 @@ mod tests {
                 smb1_done: false,
             },
             ToWorker::Owner { req: 3, here: true },
+            ToWorker::Broker,
         ] {
             assert_eq!(ToWorker::decode(&m.encode()).unwrap(), m);
         }

@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 use tokio_seqpacket::UnixSeqpacket;
 use tracing::{error, info, warn};
 
+use super::broker_service::{call_sockets, BrokerService};
 use super::channel;
 use super::proto::{ToSupervisor, ToWorker};
 
@@ -51,6 +52,8 @@ impl Table {
 
 pub struct Supervisor {
     cmd: WorkerCommand,
+    /// The open-file broker of all workers.
+    broker: Arc<BrokerService>,
     table: Mutex<Table>,
     /// Set at shutdown: exiting workers are not restarted.
     stopping: AtomicBool,
@@ -69,6 +72,7 @@ impl Supervisor {
         };
         Arc::new(Supervisor {
             cmd,
+            broker: BrokerService::new(),
             table: Mutex::new(t),
             stopping: AtomicBool::new(false),
         })
@@ -107,7 +111,10 @@ impl Supervisor {
         let mut first = Some(first);
         let mut recent: Vec<Instant> = Vec::new();
         loop {
-            let started = self.spawn_worker(i);
+            let started = match self.spawn_worker(i) {
+                Ok((child, link)) => self.give_broker(i, &link).await.map(|()| (child, link)),
+                Err(e) => Err(e),
+            };
             let (mut child, link) = match started {
                 Ok(x) => x,
                 Err(e) => {
@@ -160,6 +167,14 @@ impl Supervisor {
             };
             tokio::time::sleep(pause).await;
         }
+    }
+
+    /// Sends a newly started worker its broker socket (its first message).
+    async fn give_broker(&self, i: usize, link: &UnixSeqpacket) -> io::Result<()> {
+        let ends = self.broker.attach(i, call_sockets())?;
+        let mut fds = vec![&ends.events];
+        fds.extend(ends.calls.iter());
+        channel::send_fds(link, &ToWorker::Broker.encode(), &fds).await
     }
 
     fn spawn_worker(&self, i: usize) -> io::Result<(tokio::process::Child, Arc<UnixSeqpacket>)> {

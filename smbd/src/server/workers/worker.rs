@@ -15,6 +15,7 @@ use tokio::sync::oneshot;
 use tokio_seqpacket::UnixSeqpacket;
 use tracing::{info, warn, Instrument};
 
+use super::broker_service::WorkerEnds;
 use super::channel;
 use super::proto::{ToSupervisor, ToWorker};
 use crate::server::conn::Connection;
@@ -48,6 +49,24 @@ impl WorkerLink {
         })
     }
 
+    /// Waits for the supervisor's first message, which carries this
+    /// worker's ends of its broker link (event socket, then call sockets).
+    pub async fn recv_broker(&self) -> io::Result<WorkerEnds> {
+        let Some((msg, mut fds)) = channel::recv(&self.sock).await? else {
+            return Err(io::Error::other("supervisor gone before the broker link"));
+        };
+        match ToWorker::decode(&msg) {
+            Ok(ToWorker::Broker) if fds.len() >= 2 => {
+                let events = fds.remove(0);
+                Ok(WorkerEnds { events, calls: fds })
+            }
+            m => Err(io::Error::other(format!(
+                "expected the broker sockets first, got {m:?} with {} fds",
+                fds.len()
+            ))),
+        }
+    }
+
     /// True when this worker owns `guid` (it is registered as owner if
     /// nobody was); counts one more live connection for it then.
     async fn claim(&self, guid: [u8; 16]) -> io::Result<bool> {
@@ -66,7 +85,39 @@ impl WorkerLink {
         Ok(here)
     }
 
-    async fn conn_closed(&self, guid: [u8; 16]) {
+    /// The last connection of `guid` here closed: the GUID is released,
+    /// but only once no disconnected durable open of it waits in this
+    /// worker (its reconnect must be routed here).
+    async fn conn_closed(self: Arc<Self>, st: &Arc<ServerState>, guid: [u8; 16]) {
+        if !self.conn_gone(guid) {
+            return;
+        }
+        if st.durable.holds_client(&guid) {
+            let st = st.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    if lock(&self.guids).contains_key(&guid) {
+                        return; // connected again; its close releases it
+                    }
+                    if !st.durable.holds_client(&guid) {
+                        self.release(guid).await;
+                        return;
+                    }
+                }
+            });
+            return;
+        }
+        self.release(guid).await;
+    }
+
+    async fn release(&self, guid: [u8; 16]) {
+        let msg = ToSupervisor::Release { guid }.encode();
+        let _ = channel::send(&self.sock, &msg, None).await;
+    }
+
+    /// Counts one connection of `guid` less; true if it was the last.
+    fn conn_gone(&self, guid: [u8; 16]) -> bool {
         let last = {
             let mut g = lock(&self.guids);
             match g.get_mut(&guid) {
@@ -81,10 +132,7 @@ impl WorkerLink {
                 None => false,
             }
         };
-        if last {
-            let msg = ToSupervisor::Release { guid }.encode();
-            let _ = channel::send(&self.sock, &msg, None).await;
-        }
+        last
     }
 
     async fn hand_off(
@@ -154,6 +202,7 @@ pub async fn run(st: Arc<ServerState>, link: Arc<WorkerLink>, index: u32) {
                     smb1_done,
                 ));
             }
+            Ok(ToWorker::Broker) => warn!("unexpected second broker socket ignored"),
             Err(e) => warn!(%e, "bad control message"),
         }
     }
@@ -182,7 +231,7 @@ pub async fn serve(
     id: u64,
     smb1_done: bool,
 ) {
-    let mut conn = Connection::new(st, peer, id);
+    let mut conn = Connection::new(st.clone(), peer, id);
     if smb1_done {
         conn.resume_after_smb1_upgrade();
     }
@@ -198,7 +247,7 @@ pub async fn serve(
     };
     conn.run(sock).await;
     if let (Some(l), Some(g)) = (link, guid) {
-        l.conn_closed(g).await;
+        l.conn_closed(&st, g).await;
     }
 }
 
