@@ -521,7 +521,7 @@ impl Connection {
                 };
                 let fd = Arc::new(fd);
                 match lease_id {
-                    Some(id) if sharing => st.kernel.add_sharer(key, id, &fd),
+                    Some(id) if sharing => st.kernel.add_sharer(&st, key, id, open_id, &fd),
                     _ if kernel => {
                         st.kernel.after_open(&st, key, open_id, &fd);
                         granted = st.broker.oplock_level(key, open_id);

@@ -94,16 +94,19 @@ impl KernelLeases {
             if map.is_empty() {
                 return;
             }
-            let raws: Vec<RawFd> = map
-                .iter()
-                .filter(|(_, e)| {
-                    e.key.dev == key.dev
-                        && e.key.ino == key.ino
-                        && (e.kind == LeaseKind::Write || write)
-                })
-                .map(|(r, _)| *r)
-                .collect();
-            raws.iter().filter_map(|r| map.remove(r)).collect()
+            // The entries stay (without a kernel lease) so that later opens
+            // of their lease key still share their description.
+            let mut gone = Vec::new();
+            for e in map.values_mut().filter(|e| {
+                e.key.dev == key.dev
+                    && e.key.ino == key.ino
+                    && e.kind != LeaseKind::None
+                    && (e.kind == LeaseKind::Write || write)
+            }) {
+                gone.push(e.clone());
+                e.kind = LeaseKind::None;
+            }
+            gone
         };
         for e in gone {
             if let Err(err) = kl::set_lease(e.fd.as_fd(), LeaseKind::None) {
@@ -128,7 +131,7 @@ impl KernelLeases {
         // An open without data access has an O_PATH fd, which the kernel
         // neither leases nor counts: no local opener can conflict with it,
         // and it caches no data, so its grant needs no backing.
-        if bits == 0 || kmod_interface::is_o_path(fd.as_fd()).unwrap_or(true) {
+        if kmod_interface::is_o_path(fd.as_fd()).unwrap_or(true) {
             return;
         }
         self.start(st);
@@ -145,9 +148,15 @@ impl KernelLeases {
         }
         if want == LeaseKind::Read {
             match take(fd, LeaseKind::Read) {
-                Ok(()) => self.insert(st, fd, key, open_id, LeaseKind::Read),
+                Ok(()) => return self.insert(st, fd, key, open_id, LeaseKind::Read),
                 Err(err) => debug!(open = open_id, %err, "read caching without a read lease"),
             }
+        }
+        // An SMB lease without a kernel lease still lends its description
+        // to later opens of its key, so that an upgrade to write caching
+        // finds one description to take the write lease on.
+        if st.broker.open_lease(key, open_id).is_some() {
+            self.insert(st, fd, key, open_id, LeaseKind::None);
         }
     }
 
@@ -184,7 +193,8 @@ impl KernelLeases {
         let map = self.lock();
         let e = map
             .values()
-            .find(|e| e.key == key && e.lease == Some(id) && e.kind == LeaseKind::Write)?;
+            .filter(|e| e.key == key && e.lease == Some(id))
+            .max_by_key(|e| rank(e.kind))?;
         let acc = nix::fcntl::fcntl(e.fd.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL).ok()?
             & nix::libc::O_ACCMODE;
         let ok = (!read || acc != nix::libc::O_WRONLY) && (!write || acc != nix::libc::O_RDONLY);
@@ -196,17 +206,45 @@ impl KernelLeases {
 
     /// Records `fd` (from [`KernelLeases::dup_for`]) as sharing the lease
     /// of lease `id` on `key`.
-    pub fn add_sharer(&self, key: FileKey, id: LeaseId, fd: &Arc<OwnedFd>) {
+    /// The shared description's kernel lease is raised when the lease was
+    /// upgraded by this open (RH to RWH, say); if the kernel refuses, the
+    /// upgrade is taken back before the response.
+    pub fn add_sharer(
+        &self,
+        st: &ServerState,
+        key: FileKey,
+        id: LeaseId,
+        open_id: u64,
+        fd: &Arc<OwnedFd>,
+    ) {
         let mut map = self.lock();
-        if let Some(e) = map
+        let Some(e) = map
             .values_mut()
-            .find(|e| e.key == key && e.lease == Some(id) && e.kind == LeaseKind::Write)
-        {
-            debug!(
-                open = e.open_id,
-                "a further open of the lease shares its kernel lease"
-            );
-            e.sharers.push(fd.clone());
+            .filter(|e| e.key == key && e.lease == Some(id))
+            .max_by_key(|e| rank(e.kind))
+        else {
+            return;
+        };
+        debug!(
+            open = e.open_id,
+            "a further open of the lease shares its kernel lease"
+        );
+        e.sharers.push(fd.clone());
+        let want = needed(st.broker.caching(key, open_id));
+        if rank(want) <= rank(e.kind) {
+            return;
+        }
+        match take(&e.fd, want) {
+            Ok(()) => {
+                debug!(open = open_id, ?want, "kernel lease raised for an upgrade");
+                e.kind = want;
+            }
+            Err(err) => {
+                debug!(open = open_id, %err, "no kernel lease for the upgrade");
+                if want == LeaseKind::Write {
+                    st.broker.kernel_limit(key, open_id, R | H);
+                }
+            }
         }
     }
 
@@ -223,7 +261,7 @@ impl KernelLeases {
             if let Some(next) = e.sharers.pop() {
                 // Same description, same lease: re-issuing it through the
                 // new fd makes breaks name that fd (si_fd).
-                if take(&next, e.kind).is_ok() {
+                if e.kind == LeaseKind::None || take(&next, e.kind).is_ok() {
                     e.fd = next;
                     debug!(open = e.open_id, "kernel lease handed to a sharer");
                     map.insert(e.fd.as_raw_fd(), e);
