@@ -485,17 +485,17 @@ fn keeper_restart_without_fd_store_loses_handles_and_logs_it() {
     );
 }
 
-/// `posix locking = yes` (issue 5): SMB byte-range locks are mirrored as OFD
-/// locks on the open's description, so a local process (standing in for
-/// NFS) is kept out by them and keeps SMB out with its own, while
-/// connected and while the keeper holds a disconnected durable handle.
-#[test]
-fn posix_locking_mirrors_smb_locks_for_local_processes() {
+/// Starts a private keeper and a one-worker server that deposits its
+/// durable opens with it (`share_opts` for the share), runs
+/// `python/<script>` against both and returns its stdout and the keeper's
+/// log; None where the test cannot run (no smbprotocol, not root, an
+/// external server). `localdir` passes the share's directory too.
+fn run_with_keeper(script: &str, share_opts: &str, localdir: bool) -> Option<(String, String)> {
     if !python_smbprotocol_available() || !nix::unistd::geteuid().is_root() {
-        return;
+        return None;
     }
     let dir = tempfile::Builder::new()
-        .prefix("holdfast-posix-locking.")
+        .prefix("holdfast-keeper-script.")
         .tempdir()
         .expect("tempdir");
     let keeper = Keeper::start(KeeperOpts {
@@ -509,33 +509,46 @@ fn posix_locking_mirrors_smb_locks_for_local_processes() {
             "holdfast workers = 1\n\tholdfast keeper socket = {}",
             keeper.socket.display()
         ),
-        "posix locking = yes",
+        share_opts,
     );
-    let Some(pid) = srv.pid() else {
-        return;
-    };
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/posix_locking.py");
+    let pid = srv.pid()?;
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("python")
+        .join(script);
     let mut c = Command::new(python());
-    c.arg(&script)
+    c.arg(&path)
         .args(["--host", &srv.host, "--port", &srv.port.to_string()])
         .args(["--share", &srv.share, "--user", &srv.user])
         .args(["--password", &srv.password])
-        .arg("--localdir")
-        .arg(&srv.localdir)
         .arg("--keeper-socket")
         .arg(&keeper.socket)
         .arg("--ctl")
         .arg(bin_dir().join("holdfastctl"))
         .args(["--supervisor", &pid.to_string()]);
+    if localdir {
+        c.arg("--localdir").arg(&srv.localdir);
+    }
     let out = run_with_timeout(&mut c, None, Duration::from_secs(120));
     if !out.success() {
         srv.dump_log();
         panic!(
-            "posix_locking.py failed:\n{out}\n--- keeper log ---\n{}",
+            "{script} failed:\n{out}\n--- keeper log ---\n{}",
             keeper.log_text()
         );
     }
     println!("{}", out.stdout);
+    Some((out.stdout.clone(), keeper.log_text()))
+}
+
+/// `posix locking = yes` (issue 5): SMB byte-range locks are mirrored as OFD
+/// locks on the open's description, so a local process (standing in for
+/// NFS) is kept out by them and keeps SMB out with its own, while
+/// connected and while the keeper holds a disconnected durable handle.
+#[test]
+fn posix_locking_mirrors_smb_locks_for_local_processes() {
+    let Some((stdout, _)) = run_with_keeper("posix_locking.py", "posix locking = yes", true) else {
+        return;
+    };
     for step in [
         "OK an SMB exclusive lock makes local F_OFD_SETLK and F_SETLK fail (EAGAIN)",
         "OK an SMB shared lock admits local readers and refuses local writers",
@@ -545,7 +558,7 @@ fn posix_locking_mirrors_smb_locks_for_local_processes() {
         "OK while disconnected (worker killed, keeper holds the fd) the lock keeps local processes out",
         "OK after reconnect and close nothing is locked locally",
     ] {
-        assert!(out.stdout.contains(step), "missing {step:?}:\n{out}");
+        assert!(stdout.contains(step), "missing {step:?}:\n{stdout}");
     }
 }
 
@@ -555,57 +568,16 @@ fn posix_locking_mirrors_smb_locks_for_local_processes() {
 /// for its owner.
 #[test]
 fn leased_durable_handle_refuses_another_client_guid() {
-    if !python_smbprotocol_available() || !nix::unistd::geteuid().is_root() {
-        return;
-    }
-    let dir = tempfile::Builder::new()
-        .prefix("holdfast-lease-binding.")
-        .tempdir()
-        .expect("tempdir");
-    let keeper = Keeper::start(KeeperOpts {
-        dir: dir.path(),
-        tag: "keeper",
-        notify: None,
-        listen_fds: Vec::new(),
-    });
-    let srv = Server::start_config(
-        &format!(
-            "holdfast workers = 1\n\tholdfast keeper socket = {}",
-            keeper.socket.display()
-        ),
-        "",
-    );
-    let Some(pid) = srv.pid() else {
+    let Some((stdout, klog)) = run_with_keeper("durable_lease_binding.py", "", false) else {
         return;
     };
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/durable_lease_binding.py");
-    let mut c = Command::new(python());
-    c.arg(&script)
-        .args(["--host", &srv.host, "--port", &srv.port.to_string()])
-        .args(["--share", &srv.share, "--user", &srv.user])
-        .args(["--password", &srv.password])
-        .arg("--keeper-socket")
-        .arg(&keeper.socket)
-        .arg("--ctl")
-        .arg(bin_dir().join("holdfastctl"))
-        .args(["--supervisor", &pid.to_string()]);
-    let out = run_with_timeout(&mut c, None, Duration::from_secs(120));
-    if !out.success() {
-        srv.dump_log();
-        panic!(
-            "durable_lease_binding.py failed:\n{out}\n--- keeper log ---\n{}",
-            keeper.log_text()
-        );
-    }
-    println!("{}", out.stdout);
     for step in [
         "OK lease-based durable v2 open; the keeper's record carries its lease key",
         "OK in the worker: another ClientGuid refused, the owner's ClientGuid reconnects",
         "OK through the keeper: another ClientGuid refused, record",
     ] {
-        assert!(out.stdout.contains(step), "missing {step:?}:\n{out}");
+        assert!(stdout.contains(step), "missing {step:?}:\n{stdout}");
     }
-    let klog = keeper.log_text();
     assert!(
         klog.contains("ClientGUID differs") && klog.contains("fetch refused; record kept"),
         "{klog}"
