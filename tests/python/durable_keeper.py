@@ -111,8 +111,13 @@ def reconnect(tree, name, file_id, create_guid):
 def children(pid):
     out = []
     for t in os.listdir("/proc/%d/task" % pid):
-        with open("/proc/%d/task/%s/children" % (pid, t)) as f:
-            out += [int(p) for p in f.read().split()]
+        # The supervisor's broker threads come and go with its workers: a
+        # thread listed a moment ago may be gone.
+        try:
+            with open("/proc/%d/task/%s/children" % (pid, t)) as f:
+                out += [int(p) for p in f.read().split()]
+        except FileNotFoundError:
+            continue
     return sorted(out)
 
 
