@@ -48,6 +48,16 @@ impl Level {
         }
     }
 
+    /// The OplockLevel of a CREATE response: LEASE when a lease context
+    /// answers the request, else this level.
+    pub fn response_level(self, leased: bool) -> u8 {
+        if leased {
+            WIRE_LEASE
+        } else {
+            self.wire()
+        }
+    }
+
     /// Exclusive or batch: the holder may cache writes, so breaking it needs
     /// an acknowledgment.
     pub fn is_exclusive(self) -> bool {
@@ -385,6 +395,8 @@ mod tests {
         }
         assert_eq!(Level::from_wire(WIRE_LEASE), Level::NoOplock);
         assert_eq!(Level::from_wire(0x42), Level::NoOplock);
+        assert_eq!(Level::Batch.response_level(false), 0x09);
+        assert_eq!(Level::NoOplock.response_level(true), WIRE_LEASE);
     }
 
     #[test]

@@ -702,11 +702,7 @@ impl Connection {
             });
         }
         let resp = CreateResponse {
-            oplock_level: if lease_ctx.is_some() {
-                crate::fsa::oplock::WIRE_LEASE
-            } else {
-                granted.wire()
-            },
+            oplock_level: granted.response_level(lease_ctx.is_some()),
             flags: 0,
             create_action: created.action,
             creation_time: meta.creation_time,
@@ -890,11 +886,7 @@ impl Connection {
             .and_then(|id| self.lease_context(open.key, id));
         contexts.extend(lease_ctx.clone());
         let resp = CreateResponse {
-            oplock_level: if lease_ctx.is_some() {
-                crate::fsa::oplock::WIRE_LEASE
-            } else {
-                level.wire()
-            },
+            oplock_level: level.response_level(lease_ctx.is_some()),
             flags: 0,
             create_action: action::OPENED,
             creation_time: meta.creation_time,

@@ -270,11 +270,7 @@ impl Connection {
         );
         contexts.extend(lease_ctx.clone());
         let resp = CreateResponse {
-            oplock_level: if lease_ctx.is_some() {
-                crate::fsa::oplock::WIRE_LEASE
-            } else {
-                granted.wire()
-            },
+            oplock_level: granted.response_level(lease_ctx.is_some()),
             flags: 0,
             create_action,
             creation_time: meta.creation_time,
