@@ -314,7 +314,16 @@ impl KernelLeases {
                 debug!(open = e.open_id, "kernel lease lowered to read");
             } else {
                 let _ = kl::set_lease(e.fd.as_fd(), LeaseKind::None);
-                map.remove(&raw);
+                // An SMB lease keeps lending its description to later opens
+                // of its key (see `after_open`), so that a later upgrade can
+                // take the write lease there again.
+                if e.lease.is_some() {
+                    if let Some(x) = map.get_mut(&raw) {
+                        x.kind = LeaseKind::None;
+                    }
+                } else {
+                    map.remove(&raw);
+                }
                 debug!(open = e.open_id, "kernel lease released");
             }
         }
