@@ -14,7 +14,9 @@
 # [global] section (e.g. tests/smbtorture/signing-required.list).
 #
 # Environment: TEST_TIMEOUT [180] per-test watchdog (s), GROUP_TIMEOUT [2400],
-#   TORTURE_OUT (write name<TAB>result tsv there), TORTURE_LOGDIR [<base>/torture-logs].
+#   TORTURE_OUT (write name<TAB>result tsv there), TORTURE_LOGDIR [<base>/torture-logs],
+#   TORTURE_PORT (the private server's port; holdfast-up.sh's default otherwise),
+#   EXTRA_GLOBAL_OPTS (more [global] lines for the private server, after the list's own).
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -62,7 +64,10 @@ if [ -z "$PORT" ]; then
   HF_BASE=$WORK/server
   # "# server: <smb.conf line>" lines in the list configure its server's [global].
   GLOBAL_OPTS=$(sed -n 's/^#[[:space:]]*server:[[:space:]]*//p' "$LIST")
-  BASE=$HF_BASE GLOBAL_OPTS=$GLOBAL_OPTS "$REPO_ROOT/scripts/holdfast-up.sh"
+  if [ -n "${EXTRA_GLOBAL_OPTS:-}" ]; then
+    GLOBAL_OPTS=$GLOBAL_OPTS$'\n'$EXTRA_GLOBAL_OPTS
+  fi
+  BASE=$HF_BASE GLOBAL_OPTS=$GLOBAL_OPTS PORT=${TORTURE_PORT:-} "$REPO_ROOT/scripts/holdfast-up.sh"
   # shellcheck disable=SC1091
   . "$HF_BASE/holdfast.env"
   LOCALDIR=${LOCALDIR:-$HF_BASE/share}

@@ -362,8 +362,15 @@ impl Broker {
                     | super::types::disposition::OVERWRITE
                     | super::types::disposition::OVERWRITE_IF
             );
-            if overwrite || !oplock::is_lease_stat_open(access) {
-                let keep = if overwrite { 0 } else { lease::R | lease::H };
+            if overwrite || !oplock::is_lease_stat_open(access) || delete_on_close {
+                // An open that dooms the file takes handle caching away
+                // too, so that the other holders close their handles (it
+                // does not wait for them).
+                let keep = match (overwrite, delete_on_close && !st.opens.is_empty()) {
+                    (true, _) => 0,
+                    (false, true) => lease::R,
+                    (false, false) => lease::R | lease::H,
+                };
                 wait |= break_leases(
                     st,
                     my_lease,
@@ -739,7 +746,9 @@ impl Broker {
         open_id: u64,
     ) -> (CloseOutcome, Option<Arc<Notify>>) {
         let mut wake = None;
-        let out = self.close_inner(key, open_id, &mut wake);
+        let mut notices = Vec::new();
+        let out = self.close_inner(key, open_id, &mut wake, &mut notices);
+        self.deliver(notices);
         match (&out.delete, wake) {
             (Some(_), w) => (out, w),
             (None, Some(w)) => {
@@ -755,6 +764,7 @@ impl Broker {
         key: FileKey,
         open_id: u64,
         wake: &mut Option<Arc<Notify>>,
+        notices: &mut Vec<BreakNotice>,
     ) -> CloseOutcome {
         let mut files = self.files();
         let Some(st) = files.get_mut(&key) else {
@@ -769,6 +779,14 @@ impl Broker {
             let rec = st.opens.remove(pos);
             if rec.delete_on_close {
                 st.delete_pending = true;
+                // The file is doomed while others hold it open: their
+                // leases lose handle caching, so that they close it (MS-FSA
+                // 2.1.4.12, a delete breaks HANDLE_CACHING of other keys).
+                if !st.opens.is_empty() {
+                    let timeout = std::time::Duration::from_secs(35);
+                    let keep = lease::R | lease::W;
+                    break_leases(st, rec.lease, keep, 0, Instant::now(), timeout, notices);
+                }
             }
             if let Some(id) = rec.lease {
                 if !st.opens.iter().any(|o| o.lease == Some(id)) {
@@ -1402,6 +1420,33 @@ mod tests {
             b.close(K, 10);
             b.close(K, 11);
             assert!(!b.has_dir_leases());
+        }
+
+        /// smbtorture's smb2.lease.unlink: a delete-on-close open of a
+        /// file others hold takes their handle caching (without waiting),
+        /// and so does the close that leaves the delete pending.
+        #[test]
+        fn doomed_file_loses_other_keys_handle_caching() {
+            let b = Broker::new();
+            let mut rx = sink(&b, 1);
+            let open = |id, doc, i: &Intent| b.open_with(K, "f".into(), id, RW, share::ALL, doc, i);
+            assert!(open(10, false, &intent(1, R | H)).is_ok());
+            assert_eq!(
+                open(11, true, &intent(2, 0)),
+                Ok(Opened::Granted(Level::NoOplock)),
+                "no waiting for the H break"
+            );
+            let n = rx.try_recv().unwrap().lease.unwrap();
+            assert_eq!((n.from, n.to, n.ack_required), (R | H, R, true));
+            assert_eq!(b.lease_ack((GUID, [1; 16]), R), Ok(R));
+            // H granted again after the doomed open came: its close breaks it.
+            assert!(open(12, false, &intent(3, R | H)).is_ok());
+            let mut rx3 = sink(&b, 3);
+            b.close(K, 11);
+            assert!(b.delete_pending(K));
+            let n = rx3.try_recv().unwrap().lease.unwrap();
+            assert_eq!((n.from, n.to), (R | H, R));
+            assert!(rx.try_recv().is_err(), "R alone is not broken");
         }
 
         #[test]

@@ -370,10 +370,15 @@ impl Connection {
                         }
                     }
                     SetFileInfo::Rename { replace, name, .. } => {
+                        // Other keys' handle caching ends with the old
+                        // name: the rename waits until they acknowledge
+                        // (or time out), then runs again.
                         let (key, oid) = (open.key, open.fid.volatile);
-                        self.rename(ctx, fid, replace, &name).await?;
-                        // Other keys' handle caching ends with the old name.
                         self.st.broker.break_handle_leases(key, oid);
+                        if self.st.broker.oplock_deadline(key).is_some() {
+                            return Ok(self.wait_for_oplock_break(ctx, key));
+                        }
+                        self.rename(ctx, fid, replace, &name).await?;
                     }
                     SetFileInfo::Link { .. } => return Err(NtStatus::NOT_SUPPORTED),
                     SetFileInfo::ValidDataLength(_) => return Err(NtStatus::NOT_SUPPORTED),
@@ -419,11 +424,12 @@ impl Connection {
         if open.access & access::DELETE == 0 {
             return Err(NtStatus::ACCESS_DENIED);
         }
-        let (fd, id, is_dir, key) = (
+        let (fd, id, is_dir, key, oid) = (
             open.fd.clone(),
             open.identity.clone(),
             open.is_dir,
             open.key,
+            open.fid.volatile,
         );
         if delete {
             let (meta, empty) = fs(id, move || {
@@ -449,6 +455,10 @@ impl Connection {
             }
         }
         self.st.broker.set_delete_pending(key, delete);
+        if delete {
+            // Other keys' handle caching would keep the doomed file open.
+            self.st.broker.break_handle_leases(key, oid);
+        }
         Ok(())
     }
 
