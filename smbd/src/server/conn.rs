@@ -358,6 +358,11 @@ impl Connection {
                     None
                 }
             };
+            // Breaks the request just handled caused for this connection's
+            // own opens go out before its response (or interim response).
+            while let Ok(notice) = break_rx.try_recv() {
+                self.send_oplock_break(notice);
+            }
             max_frame.store(self.max_frame(), Ordering::Relaxed);
             for f in std::mem::take(&mut self.outbox).into_iter().chain(resp) {
                 if out.send(f).is_err() {
