@@ -2,17 +2,19 @@
 //! systemd's fd store). No sockets here; `server` feeds it decoded requests.
 
 use std::collections::HashMap;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tracing::{debug, info, warn};
 
 use crate::kinfo;
 use crate::proto::{
-    guid_string, Entry, ErrorCode, FetchRequest, HandleState, Record, Request, Response,
+    guid_string, BreakAction, Entry, ErrorCode, FetchRequest, HandleState, Record, Request, Response,
 };
 use crate::store::{Store, StoreError};
 use crate::sysd::Notifier;
+use kmod_interface::lease::{self as kl, LeaseKind};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -71,12 +73,17 @@ struct Kept {
     fd: OwnedFd,
     /// The connection that deposited or reclaimed it, while connected.
     owner: Option<u64>,
+    /// The kernel lease the keeper took over at disconnect (breaks of it
+    /// are signalled to the keeper); `None` while a worker holds it.
+    lease: LeaseKind,
 }
 
 pub struct Keeper {
     store: Store,
     kept: HashMap<u64, Kept>,
     notifier: Notifier,
+    /// Watch connections (smbd workers) told about lease breaks.
+    watchers: Vec<UnboundedSender<Response>>,
 }
 
 /// One reply message and the fd it carries, if any.
@@ -110,6 +117,7 @@ impl Keeper {
             store,
             kept: HashMap::new(),
             notifier,
+            watchers: Vec::new(),
         }
     }
 
@@ -159,14 +167,17 @@ impl Keeper {
                 rec.disconnected_at_ms = Some(now);
             }
             info!(id = rec.id, path = %rec.path, "kept handle restored from the fd store");
+            let id = rec.id;
             self.kept.insert(
-                rec.id,
+                id,
                 Kept {
                     rec,
                     fd,
                     owner: None,
+                    lease: LeaseKind::None,
                 },
             );
+            self.take_over_lease(id);
         }
         for (name, fd) in by_name {
             warn!(fd_name = %name, "fd store entry without a keeper.db record; closing it");
@@ -248,6 +259,8 @@ impl Keeper {
                     reason,
                 },
             ),
+            // The connection loop turns the connection into a watch channel.
+            Request::Watch => err(ErrorCode::BadMessage, "Watch is not valid here"),
         }
     }
 
@@ -300,6 +313,7 @@ impl Keeper {
                 rec,
                 fd,
                 owner: Some(peer.conn),
+                lease: LeaseKind::None,
             },
         );
         vec![(Response::Deposited { id }, None)]
@@ -387,6 +401,7 @@ impl Keeper {
         k.rec.disconnected_at_ms = Some(at);
         k.owner = None;
         info!(id, timeout_ms = k.rec.timeout_ms, path = %k.rec.path, "handle disconnected");
+        self.take_over_lease(id);
         done()
     }
 
@@ -406,6 +421,9 @@ impl Keeper {
         k.rec.state = HandleState::Connected;
         k.rec.disconnected_at_ms = None;
         k.owner = Some(peer.conn);
+        // The worker re-issues F_SETLEASE on its own fd (same description),
+        // which makes breaks its own again.
+        k.lease = LeaseKind::None;
         info!(id, peer_pid = peer.pid, path = %k.rec.path, "handle reconnected");
         done()
     }
@@ -452,8 +470,123 @@ impl Keeper {
                 "durable handle timed out while disconnected; closed"
             ),
         }
+        if k.lease != LeaseKind::None {
+            // Before the fd goes: a local opener waiting on the lease goes
+            // on now, even while a worker still holds the description.
+            if let Err(e) = kl::set_lease(k.fd.as_fd(), LeaseKind::None) {
+                debug!(id, error = %e, "releasing the kept fd's kernel lease");
+            }
+        }
         drop(k.fd);
         Ok(true)
+    }
+
+    /// A new Watch connection: lease-break notices arrive on the receiver.
+    pub fn add_watcher(&mut self) -> UnboundedReceiver<Response> {
+        let (tx, rx) = unbounded_channel();
+        self.watchers.retain(|w| !w.is_closed());
+        self.watchers.push(tx);
+        rx
+    }
+
+    fn notify_watchers(&mut self, id: u64, persistent_file_id: u64, action: BreakAction) {
+        let n = Response::LeaseBreak {
+            id,
+            persistent_file_id,
+            action,
+        };
+        self.watchers.retain(|w| w.send(n.clone()).is_ok());
+    }
+
+    /// A disconnected handle's kernel lease (if any) becomes the keeper's:
+    /// F_SETSIG, F_SETOWN and F_SETLEASE re-issued on the kept fd (the same
+    /// open file description, so the same lease) send its breaks here, where
+    /// they purge the handle (MS-SMB2: a break to a disconnected durable open
+    /// closes it). A break already under way when the worker died is
+    /// answered at once.
+    fn take_over_lease(&mut self, id: u64) {
+        let Some(k) = self.kept.get_mut(&id) else {
+            return;
+        };
+        let kind = match kl::get_lease(k.fd.as_fd()) {
+            Ok(LeaseKind::None) | Err(_) => return,
+            Ok(kind) => kind,
+        };
+        if kinfo::lease_breaking(k.fd.as_fd()) {
+            info!(id, path = %k.rec.path, "kept handle's kernel lease is being broken");
+            self.lease_broken(id);
+            return;
+        }
+        let fd = k.fd.as_fd();
+        let taken = kl::set_signal(fd, kl::break_signal())
+            .and_then(|()| kl::set_owner(fd, std::process::id() as i32))
+            .and_then(|()| kl::set_lease(fd, kind));
+        match taken {
+            Ok(()) => {
+                k.lease = kind;
+                info!(id, ?kind, path = %k.rec.path, "kept handle's kernel lease taken over");
+            }
+            Err(e) => warn!(id, ?kind, error = %e, "cannot take over the kept handle's kernel lease"),
+        }
+    }
+
+    /// The kernel signalled a break of the lease on kept fd `raw`.
+    pub fn on_lease_break(&mut self, raw: RawFd) {
+        let Some(id) = self
+            .kept
+            .values()
+            .find(|k| k.fd.as_raw_fd() == raw)
+            .map(|k| k.rec.id)
+        else {
+            debug!(fd = raw, "lease break for an fd no longer kept");
+            return;
+        };
+        self.lease_broken(id);
+    }
+
+    /// The realtime signal queue overflowed: any kept lease that the kernel
+    /// now reports lower than taken is being broken.
+    pub fn check_leases(&mut self) {
+        let broken: Vec<u64> = self
+            .kept
+            .values()
+            .filter(|k| {
+                k.lease != LeaseKind::None
+                    && kl::get_lease(k.fd.as_fd()).is_ok_and(|now| now != k.lease)
+            })
+            .map(|k| k.rec.id)
+            .collect();
+        for id in broken {
+            self.lease_broken(id);
+        }
+    }
+
+    /// A local process (or NFS) opened the file of kept handle `id`. A
+    /// disconnected handle is purged: lease released and fd closed, and the
+    /// watching workers told so that one still holding the open drops it.
+    /// A connected one belongs to a worker that has not taken its lease back
+    /// yet: the break is passed on.
+    fn lease_broken(&mut self, id: u64) {
+        let Some(k) = self.kept.get(&id) else {
+            return;
+        };
+        let fid = k.rec.persistent_file_id;
+        if k.rec.state == HandleState::Connected {
+            info!(id, "lease break of a connected kept handle: passed on to the workers");
+            self.notify_watchers(id, fid, BreakAction::Forwarded);
+            return;
+        }
+        if let Err(e) = kl::set_lease(k.fd.as_fd(), LeaseKind::None) {
+            debug!(id, error = %e, "releasing a broken kernel lease");
+        }
+        match self.close(
+            id,
+            CloseCause::Purged("a local open broke its kernel lease".into()),
+        ) {
+            Ok(_) => {}
+            Err(e) => warn!(id, error = %e, "purging a kept handle"),
+        }
+        self.notify_watchers(id, fid, BreakAction::Purged);
     }
 
     /// A worker connection ended: its connected handles are now disconnected
