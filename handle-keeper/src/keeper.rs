@@ -9,7 +9,8 @@ use tracing::{debug, info, warn};
 
 use crate::kinfo;
 use crate::proto::{
-    guid_string, BreakAction, Entry, ErrorCode, FetchRequest, HandleState, Record, Request, Response,
+    guid_string, BreakAction, Entry, ErrorCode, FetchRequest, HandleState, Record, Request,
+    Response,
 };
 use crate::store::{Store, StoreError};
 use crate::sysd::Notifier;
@@ -526,7 +527,9 @@ impl Keeper {
                 k.lease = kind;
                 info!(id, ?kind, path = %k.rec.path, "kept handle's kernel lease taken over");
             }
-            Err(e) => warn!(id, ?kind, error = %e, "cannot take over the kept handle's kernel lease"),
+            Err(e) => {
+                warn!(id, ?kind, error = %e, "cannot take over the kept handle's kernel lease")
+            }
         }
     }
 
@@ -572,7 +575,10 @@ impl Keeper {
         };
         let fid = k.rec.persistent_file_id;
         if k.rec.state == HandleState::Connected {
-            info!(id, "lease break of a connected kept handle: passed on to the workers");
+            info!(
+                id,
+                "lease break of a connected kept handle: passed on to the workers"
+            );
             self.notify_watchers(id, fid, BreakAction::Forwarded);
             return;
         }

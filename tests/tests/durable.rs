@@ -645,7 +645,8 @@ fn local_open_purges_disconnected_durable_lease_owner() {
 /// file description, and its breaks.
 #[test]
 fn local_open_purges_durable_owner_of_a_killed_worker() {
-    let Some((stdout, klog)) = kernel_durable(&["--scenario", "purge", "--mode", "lease", "--kill"])
+    let Some((stdout, klog)) =
+        kernel_durable(&["--scenario", "purge", "--mode", "lease", "--kill"])
     else {
         return;
     };
@@ -653,7 +654,14 @@ fn local_open_purges_durable_owner_of_a_killed_worker() {
     assert_purged(&stdout, &klog);
 }
 
-fn assert_breaks_again(stdout: &str) {
+fn assert_breaks_again(stdout: &str, klog: &str) {
+    // The break reached the worker directly: the keeper did not have to
+    // pass it on, so the worker had taken the lease back.
+    assert!(
+        klog.contains("kept handle's kernel lease taken over"),
+        "{klog}"
+    );
+    assert!(!klog.contains("passed on to the workers"), "{klog}");
     for step in [
         "OK reconnected with the batch oplock; the description holds a write lease",
         "OK the local open broke the client's oplock",
@@ -668,20 +676,20 @@ fn assert_breaks_again(stdout: &str) {
 /// back from the keeper: a local open breaks the SMB client again.
 #[test]
 fn reconnected_durable_handle_breaks_again_on_local_open() {
-    let Some((stdout, _)) = kernel_durable(&["--scenario", "reconnect"]) else {
+    let Some((stdout, klog)) = kernel_durable(&["--scenario", "reconnect"]) else {
         return;
     };
     assert!(stdout.contains("OK connection dropped"), "{stdout}");
-    assert_breaks_again(&stdout);
+    assert_breaks_again(&stdout, &klog);
 }
 
 /// The same after kill -9 of the worker: the handle is rebuilt from the
 /// keeper in a new worker, which takes the lease.
 #[test]
 fn rebuilt_durable_handle_breaks_again_on_local_open() {
-    let Some((stdout, _)) = kernel_durable(&["--scenario", "reconnect", "--kill"]) else {
+    let Some((stdout, klog)) = kernel_durable(&["--scenario", "reconnect", "--kill"]) else {
         return;
     };
     assert!(stdout.contains("OK worker killed -9"), "{stdout}");
-    assert_breaks_again(&stdout);
+    assert_breaks_again(&stdout, &klog);
 }

@@ -854,7 +854,10 @@ impl Connection {
         if self.st.kernel.lost_lease(&open.fd) {
             // A local open broke the kernel lease while the open was
             // disconnected (the keeper purges it; its notice is on the way).
-            info!(fid = file_id.persistent, "durable reconnect refused: the kernel lease was broken");
+            info!(
+                fid = file_id.persistent,
+                "durable reconnect refused: the kernel lease was broken"
+            );
             self.close_open(open).await;
             return Err(NtStatus::OBJECT_NAME_NOT_FOUND);
         }

@@ -8,12 +8,12 @@
 //! it is not configured or not reachable, durable handles live only in the
 //! worker, and every keeper failure is logged and otherwise ignored.
 
+use super::state::ServerState;
 use holdfast_keeper_proto::{Client, ClientError, ErrorCode, FetchRequest, Record};
 use std::collections::HashSet;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use super::state::ServerState;
 use std::sync::{Arc, Weak};
 use tokio::sync::Mutex;
 use tracing::{debug, info, warn};

@@ -526,7 +526,11 @@ pub async fn on_keeper_notice(st: &Arc<ServerState>, n: holdfast_keeper_proto::N
     match n.action {
         BreakAction::Purged => {
             let Some(mut open) = super::durable::take_kept(st, fid, n.id) else {
-                debug!(fid, keeper_id = n.id, "keeper purged a handle this worker does not hold");
+                debug!(
+                    fid,
+                    keeper_id = n.id,
+                    "keeper purged a handle this worker does not hold"
+                );
                 return;
             };
             if let Some(d) = open.durable.as_mut() {
@@ -550,7 +554,10 @@ pub async fn on_keeper_notice(st: &Arc<ServerState>, n: holdfast_keeper_proto::N
                 .map(|(r, _)| *r);
             match raw {
                 Some(raw) => on_break(st, raw),
-                None => debug!(fid, "forwarded lease break for an open without a lease here"),
+                None => debug!(
+                    fid,
+                    "forwarded lease break for an open without a lease here"
+                ),
             }
         }
     }
