@@ -898,6 +898,62 @@ mod tests {
         ));
     }
 
+    /// A disconnected handle's kernel lease becomes the keeper's; a break
+    /// of it purges the handle, releases the lease and tells the watchers.
+    /// No real break is provoked (its signal would end the test process).
+    #[test]
+    fn disconnect_takes_over_the_kernel_lease_and_a_break_purges() {
+        let mut k = keeper();
+        let mut watch = k.add_watcher();
+        let (id, f) = deposit(&mut k, v2_record(0x31));
+        if kl::set_lease(f.as_fd(), LeaseKind::Write).is_err() {
+            return; // no leases here (file system or privileges)
+        }
+        assert_eq!(k.kept[&id].lease, LeaseKind::None, "the worker holds it");
+        k.handle(peer(1), Request::Disconnect { id, at_ms: 1 }, vec![]);
+        assert_eq!(k.kept[&id].lease, LeaseKind::Write);
+        assert_eq!(kl::get_signal(f.as_fd()).unwrap(), kl::break_signal());
+        let raw = k.kept[&id].fd.as_raw_fd();
+
+        k.on_lease_break(raw);
+        assert!(!k.kept.contains_key(&id));
+        assert!(k.store.get(id).unwrap().is_none());
+        assert_eq!(kl::get_lease(f.as_fd()).unwrap(), LeaseKind::None);
+        assert_eq!(
+            watch.try_recv().unwrap(),
+            Response::LeaseBreak {
+                id,
+                persistent_file_id: 0x31,
+                action: BreakAction::Purged
+            }
+        );
+    }
+
+    /// A break that reaches the keeper for a connected handle is passed on.
+    #[test]
+    fn a_break_of_a_reconnected_handle_is_forwarded() {
+        let mut k = keeper();
+        let mut watch = k.add_watcher();
+        let (id, f) = deposit(&mut k, v2_record(0x32));
+        if kl::set_lease(f.as_fd(), LeaseKind::Write).is_err() {
+            return;
+        }
+        k.handle(peer(1), Request::Disconnect { id, at_ms: 1 }, vec![]);
+        k.handle(peer(2), Request::Reconnected { id }, vec![]);
+        assert_eq!(k.kept[&id].lease, LeaseKind::None);
+        let raw = k.kept[&id].fd.as_raw_fd();
+        k.on_lease_break(raw);
+        assert!(k.kept.contains_key(&id), "a connected handle is not purged");
+        assert!(matches!(
+            watch.try_recv().unwrap(),
+            Response::LeaseBreak {
+                action: BreakAction::Forwarded,
+                ..
+            }
+        ));
+        kl::set_lease(f.as_fd(), LeaseKind::None).unwrap();
+    }
+
     #[test]
     fn persistent_reconnect_falls_back_to_create_guid() {
         let mut k = keeper();
