@@ -35,6 +35,7 @@ from smbprotocol.create_contexts import (
     SMB2CreateRequestLeaseV2,
 )
 from smbprotocol.exceptions import SMBResponseException
+from smbprotocol.open import LockFlags, SMB2LockElement
 from smbprotocol.header import Commands, SMB2HeaderRequest
 from smbprotocol.open import (
     CreateDisposition,
@@ -218,6 +219,23 @@ def lose_owner(a, conn, name):
     return rec
 
 
+def smb_lock(h, offset, length):
+    e = SMB2LockElement()
+    e["offset"] = offset
+    e["length"] = length
+    e["flags"] = LockFlags.SMB2_LOCKFLAG_EXCLUSIVE_LOCK | LockFlags.SMB2_LOCKFLAG_FAIL_IMMEDIATELY
+    h.lock([e])
+
+
+def ofd_locked(path):
+    """Whether /proc/locks lists an OFD lock on the file (read without
+    opening it, which would break the kernel lease)."""
+    ino = os.stat(path).st_ino
+    with open("/proc/locks") as f:
+        return any("OFDLCK" in line and line.split()[5].endswith(":%d" % ino)
+                   for line in f)
+
+
 def purge(a):
     name = "kdur_%s.dat" % uuid.uuid4().hex[:8]
     path = os.path.join(a.localdir, name)
@@ -227,6 +245,10 @@ def purge(a):
     h = durable_open(tree, name, create_guid, key)
     h.write(b"cached by the SMB client", 0)
     file_id = h.file_id
+    if a.posix_locking:
+        smb_lock(h, 0, 10)
+        if not ofd_locked(path):
+            fail("the SMB lock is not mirrored as an OFD lock")
     rec = wait_for(lambda: [r for r in kept(a) if r["path"] == name] or None, "the record")[0]
     if rec["kernel_lease"] != "write":
         fail("connected handle's kernel lease is %r, wanted write" % rec["kernel_lease"])
@@ -249,6 +271,13 @@ def purge(a):
     wait_for(lambda: not [r for r in kept(a) if r["path"] == name], "the purge", timeout=5)
     print("OK the keeper no longer lists the handle", flush=True)
 
+    if a.posix_locking:
+        # The worker that still held the disconnected open closed it: its
+        # mirrored OFD lock went with the description.
+        wait_for(lambda: not ofd_locked(path), "the purged open's OFD lock to go", timeout=5)
+        print("OK the purged open's byte-range lock is gone (no OFD lock in /proc/locks)",
+              flush=True)
+
     c2, _, t2 = connect(a, guid)
     try:
         reconnect(t2, name, file_id, create_guid, key)
@@ -257,6 +286,22 @@ def purge(a):
         if e.status != NOT_FOUND:
             fail("reconnect status %#x" % e.status)
     print("OK reconnect refused with OBJECT_NAME_NOT_FOUND", flush=True)
+
+    # Nothing of the purged open is left in the broker: a new open for
+    # writing (the purged one shared only reading) and an exclusive lock on
+    # its locked range are granted.
+    o = Open(t2, name)
+    o.create(
+        ImpersonationLevel.Impersonation,
+        FilePipePrinterAccessMask.GENERIC_READ | FilePipePrinterAccessMask.GENERIC_WRITE,
+        0,
+        ShareAccess.FILE_SHARE_READ | ShareAccess.FILE_SHARE_WRITE,
+        CreateDisposition.FILE_OPEN,
+        CreateOptions.FILE_NON_DIRECTORY_FILE,
+    )
+    smb_lock(o, 0, 10)
+    o.close()
+    print("OK a new SMB open for writing and its lock on the same range are granted", flush=True)
     drop(c2)
 
 
@@ -342,6 +387,7 @@ def main():
     p.add_argument("--scenario", choices=("purge", "reconnect"), required=True)
     p.add_argument("--mode", choices=("oplock", "lease"), default="oplock")
     p.add_argument("--kill", action="store_true")
+    p.add_argument("--posix-locking", action="store_true")
     a = p.parse_args()
     if a.scenario == "purge":
         purge(a)

@@ -601,7 +601,14 @@ fn leased_durable_handle_refuses_another_client_guid() {
 /// than letting the opener wait out fs.lease-break-time, and the reconnect
 /// fails with OBJECT_NAME_NOT_FOUND. Runs `kernel_durable.py` with `args`.
 fn kernel_durable(args: &[&str]) -> Option<(String, String)> {
-    run_with_keeper_args("kernel_durable.py", "kernel oplocks = yes", true, args)
+    let mut all = args.to_vec();
+    all.push("--posix-locking");
+    run_with_keeper_args(
+        "kernel_durable.py",
+        "kernel oplocks = yes\n\tposix locking = yes",
+        true,
+        &all,
+    )
 }
 
 fn assert_purged(stdout: &str, klog: &str) {
@@ -611,7 +618,9 @@ fn assert_purged(stdout: &str, klog: &str) {
         "kept fd holds a write lease",
         "OK local open went on after",
         "OK the keeper no longer lists the handle",
+        "OK the purged open's byte-range lock is gone",
         "OK reconnect refused with OBJECT_NAME_NOT_FOUND",
+        "OK a new SMB open for writing and its lock on the same range are granted",
     ] {
         assert!(stdout.contains(step), "missing {step:?}:\n{stdout}");
     }
