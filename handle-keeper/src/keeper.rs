@@ -585,6 +585,9 @@ impl Keeper {
         if let Err(e) = kl::set_lease(k.fd.as_fd(), LeaseKind::None) {
             debug!(id, error = %e, "releasing a broken kernel lease");
         }
+        let inode = nix::sys::stat::fstat(k.fd.as_raw_fd())
+            .ok()
+            .map(|st| (st.st_dev, st.st_ino));
         match self.close(
             id,
             CloseCause::Purged("a local open broke its kernel lease".into()),
@@ -593,6 +596,23 @@ impl Keeper {
             Err(e) => warn!(id, error = %e, "purging a kept handle"),
         }
         self.notify_watchers(id, fid, BreakAction::Purged);
+        // Opens of one SMB lease key share one description (and so one
+        // kernel lease): kept handles of the file whose taken lease vanished
+        // with this release were broken too.
+        let shared: Vec<u64> = self
+            .kept
+            .values()
+            .filter(|o| {
+                o.lease != LeaseKind::None
+                    && kl::get_lease(o.fd.as_fd()).is_ok_and(|now| now == LeaseKind::None)
+                    && nix::sys::stat::fstat(o.fd.as_raw_fd())
+                        .is_ok_and(|st| Some((st.st_dev, st.st_ino)) == inode)
+            })
+            .map(|o| o.rec.id)
+            .collect();
+        for other in shared {
+            self.lease_broken(other);
+        }
     }
 
     /// A worker connection ended: its connected handles are now disconnected
@@ -927,6 +947,34 @@ mod tests {
                 action: BreakAction::Purged
             }
         );
+    }
+
+    /// Two handles of one lease key kept on one description: the break of
+    /// its one lease purges both.
+    #[test]
+    fn a_break_purges_every_handle_on_the_description() {
+        let mut k = keeper();
+        let f = tempfile::tempfile().unwrap();
+        if kl::set_lease(f.as_fd(), LeaseKind::Write).is_err() {
+            return;
+        }
+        let mut ids = Vec::new();
+        for fid in [0x41, 0x42] {
+            let out = k.handle(
+                peer(1),
+                Request::Deposit(v2_record(fid)),
+                vec![f.try_clone().unwrap().into()],
+            );
+            let Response::Deposited { id } = out[0].0 else {
+                panic!("{:?}", out[0].0)
+            };
+            k.handle(peer(1), Request::Disconnect { id, at_ms: 1 }, vec![]);
+            ids.push(id);
+        }
+        let raw = k.kept[&ids[1]].fd.as_raw_fd();
+        k.on_lease_break(raw);
+        assert!(k.is_empty(), "both purged");
+        assert_eq!(kl::get_lease(f.as_fd()).unwrap(), LeaseKind::None);
     }
 
     /// A break that reaches the keeper for a connected handle is passed on.
