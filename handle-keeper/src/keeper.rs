@@ -2,17 +2,20 @@
 //! systemd's fd store). No sockets here; `server` feeds it decoded requests.
 
 use std::collections::HashMap;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tracing::{debug, info, warn};
 
 use crate::kinfo;
 use crate::proto::{
-    guid_string, Entry, ErrorCode, FetchRequest, HandleState, Record, Request, Response,
+    guid_string, BreakAction, Entry, ErrorCode, FetchRequest, HandleState, Record, Request,
+    Response,
 };
 use crate::store::{Store, StoreError};
 use crate::sysd::Notifier;
+use kmod_interface::lease::{self as kl, LeaseKind};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -71,12 +74,17 @@ struct Kept {
     fd: OwnedFd,
     /// The connection that deposited or reclaimed it, while connected.
     owner: Option<u64>,
+    /// The kernel lease the keeper took over at disconnect (breaks of it
+    /// are signalled to the keeper); `None` while a worker holds it.
+    lease: LeaseKind,
 }
 
 pub struct Keeper {
     store: Store,
     kept: HashMap<u64, Kept>,
     notifier: Notifier,
+    /// Watch connections (smbd workers) told about lease breaks.
+    watchers: Vec<UnboundedSender<Response>>,
 }
 
 /// One reply message and the fd it carries, if any.
@@ -110,6 +118,7 @@ impl Keeper {
             store,
             kept: HashMap::new(),
             notifier,
+            watchers: Vec::new(),
         }
     }
 
@@ -159,14 +168,17 @@ impl Keeper {
                 rec.disconnected_at_ms = Some(now);
             }
             info!(id = rec.id, path = %rec.path, "kept handle restored from the fd store");
+            let id = rec.id;
             self.kept.insert(
-                rec.id,
+                id,
                 Kept {
                     rec,
                     fd,
                     owner: None,
+                    lease: LeaseKind::None,
                 },
             );
+            self.take_over_lease(id);
         }
         for (name, fd) in by_name {
             warn!(fd_name = %name, "fd store entry without a keeper.db record; closing it");
@@ -248,6 +260,8 @@ impl Keeper {
                     reason,
                 },
             ),
+            // The connection loop turns the connection into a watch channel.
+            Request::Watch => err(ErrorCode::BadMessage, "Watch is not valid here"),
         }
     }
 
@@ -300,6 +314,7 @@ impl Keeper {
                 rec,
                 fd,
                 owner: Some(peer.conn),
+                lease: LeaseKind::None,
             },
         );
         vec![(Response::Deposited { id }, None)]
@@ -387,6 +402,7 @@ impl Keeper {
         k.rec.disconnected_at_ms = Some(at);
         k.owner = None;
         info!(id, timeout_ms = k.rec.timeout_ms, path = %k.rec.path, "handle disconnected");
+        self.take_over_lease(id);
         done()
     }
 
@@ -406,6 +422,9 @@ impl Keeper {
         k.rec.state = HandleState::Connected;
         k.rec.disconnected_at_ms = None;
         k.owner = Some(peer.conn);
+        // The worker re-issues F_SETLEASE on its own fd (same description),
+        // which makes breaks its own again.
+        k.lease = LeaseKind::None;
         info!(id, peer_pid = peer.pid, path = %k.rec.path, "handle reconnected");
         done()
     }
@@ -452,8 +471,148 @@ impl Keeper {
                 "durable handle timed out while disconnected; closed"
             ),
         }
+        if k.lease != LeaseKind::None {
+            // Before the fd goes: a local opener waiting on the lease goes
+            // on now, even while a worker still holds the description.
+            if let Err(e) = kl::set_lease(k.fd.as_fd(), LeaseKind::None) {
+                debug!(id, error = %e, "releasing the kept fd's kernel lease");
+            }
+        }
         drop(k.fd);
         Ok(true)
+    }
+
+    /// A new Watch connection: lease-break notices arrive on the receiver.
+    pub fn add_watcher(&mut self) -> UnboundedReceiver<Response> {
+        let (tx, rx) = unbounded_channel();
+        self.watchers.retain(|w| !w.is_closed());
+        self.watchers.push(tx);
+        rx
+    }
+
+    fn notify_watchers(&mut self, id: u64, persistent_file_id: u64, action: BreakAction) {
+        let n = Response::LeaseBreak {
+            id,
+            persistent_file_id,
+            action,
+        };
+        self.watchers.retain(|w| w.send(n.clone()).is_ok());
+    }
+
+    /// A disconnected handle's kernel lease (if any) becomes the keeper's:
+    /// F_SETSIG, F_SETOWN and F_SETLEASE re-issued on the kept fd (the same
+    /// open file description, so the same lease) send its breaks here, where
+    /// they purge the handle (MS-SMB2: a break to a disconnected durable open
+    /// closes it). A break already under way when the worker died is
+    /// answered at once.
+    fn take_over_lease(&mut self, id: u64) {
+        let Some(k) = self.kept.get_mut(&id) else {
+            return;
+        };
+        let kind = match kl::get_lease(k.fd.as_fd()) {
+            Ok(LeaseKind::None) | Err(_) => return,
+            Ok(kind) => kind,
+        };
+        if kinfo::lease_breaking(k.fd.as_fd()) {
+            info!(id, path = %k.rec.path, "kept handle's kernel lease is being broken");
+            self.lease_broken(id);
+            return;
+        }
+        let fd = k.fd.as_fd();
+        let taken = kl::set_signal(fd, kl::break_signal())
+            .and_then(|()| kl::set_owner(fd, std::process::id() as i32))
+            .and_then(|()| kl::set_lease(fd, kind));
+        match taken {
+            Ok(()) => {
+                k.lease = kind;
+                info!(id, ?kind, path = %k.rec.path, "kept handle's kernel lease taken over");
+            }
+            Err(e) => {
+                warn!(id, ?kind, error = %e, "cannot take over the kept handle's kernel lease")
+            }
+        }
+    }
+
+    /// The kernel signalled a break of the lease on kept fd `raw`.
+    pub fn on_lease_break(&mut self, raw: RawFd) {
+        let Some(id) = self
+            .kept
+            .values()
+            .find(|k| k.fd.as_raw_fd() == raw)
+            .map(|k| k.rec.id)
+        else {
+            debug!(fd = raw, "lease break for an fd no longer kept");
+            return;
+        };
+        self.lease_broken(id);
+    }
+
+    /// The realtime signal queue overflowed: any kept lease that the kernel
+    /// now reports lower than taken is being broken.
+    pub fn check_leases(&mut self) {
+        let broken: Vec<u64> = self
+            .kept
+            .values()
+            .filter(|k| {
+                k.lease != LeaseKind::None
+                    && kl::get_lease(k.fd.as_fd()).is_ok_and(|now| now != k.lease)
+            })
+            .map(|k| k.rec.id)
+            .collect();
+        for id in broken {
+            self.lease_broken(id);
+        }
+    }
+
+    /// A local process (or NFS) opened the file of kept handle `id`. A
+    /// disconnected handle is purged: lease released and fd closed, and the
+    /// watching workers told so that one still holding the open drops it.
+    /// A connected one belongs to a worker that has not taken its lease back
+    /// yet: the break is passed on.
+    fn lease_broken(&mut self, id: u64) {
+        let Some(k) = self.kept.get(&id) else {
+            return;
+        };
+        let fid = k.rec.persistent_file_id;
+        if k.rec.state == HandleState::Connected {
+            info!(
+                id,
+                "lease break of a connected kept handle: passed on to the workers"
+            );
+            self.notify_watchers(id, fid, BreakAction::Forwarded);
+            return;
+        }
+        if let Err(e) = kl::set_lease(k.fd.as_fd(), LeaseKind::None) {
+            debug!(id, error = %e, "releasing a broken kernel lease");
+        }
+        let inode = nix::sys::stat::fstat(k.fd.as_raw_fd())
+            .ok()
+            .map(|st| (st.st_dev, st.st_ino));
+        match self.close(
+            id,
+            CloseCause::Purged("a local open broke its kernel lease".into()),
+        ) {
+            Ok(_) => {}
+            Err(e) => warn!(id, error = %e, "purging a kept handle"),
+        }
+        self.notify_watchers(id, fid, BreakAction::Purged);
+        // Opens of one SMB lease key share one description (and so one
+        // kernel lease): kept handles of the file whose taken lease vanished
+        // with this release were broken too.
+        let shared: Vec<u64> = self
+            .kept
+            .values()
+            .filter(|o| {
+                o.lease != LeaseKind::None
+                    && kl::get_lease(o.fd.as_fd()).is_ok_and(|now| now == LeaseKind::None)
+                    && nix::sys::stat::fstat(o.fd.as_raw_fd())
+                        .is_ok_and(|st| Some((st.st_dev, st.st_ino)) == inode)
+            })
+            .map(|o| o.rec.id)
+            .collect();
+        for other in shared {
+            self.lease_broken(other);
+        }
     }
 
     /// A worker connection ended: its connected handles are now disconnected
@@ -757,6 +916,90 @@ mod tests {
             &k.handle(peer(2), Request::Fetch(fetch_for(&leased)), vec![])[0].0,
             Response::Fetched(g) if g.id == lid
         ));
+    }
+
+    /// A disconnected handle's kernel lease becomes the keeper's; a break
+    /// of it purges the handle, releases the lease and tells the watchers.
+    /// No real break is provoked (its signal would end the test process).
+    #[test]
+    fn disconnect_takes_over_the_kernel_lease_and_a_break_purges() {
+        let mut k = keeper();
+        let mut watch = k.add_watcher();
+        let (id, f) = deposit(&mut k, v2_record(0x31));
+        if kl::set_lease(f.as_fd(), LeaseKind::Write).is_err() {
+            return; // no leases here (file system or privileges)
+        }
+        assert_eq!(k.kept[&id].lease, LeaseKind::None, "the worker holds it");
+        k.handle(peer(1), Request::Disconnect { id, at_ms: 1 }, vec![]);
+        assert_eq!(k.kept[&id].lease, LeaseKind::Write);
+        assert_eq!(kl::get_signal(f.as_fd()).unwrap(), kl::break_signal());
+        let raw = k.kept[&id].fd.as_raw_fd();
+
+        k.on_lease_break(raw);
+        assert!(!k.kept.contains_key(&id));
+        assert!(k.store.get(id).unwrap().is_none());
+        assert_eq!(kl::get_lease(f.as_fd()).unwrap(), LeaseKind::None);
+        assert_eq!(
+            watch.try_recv().unwrap(),
+            Response::LeaseBreak {
+                id,
+                persistent_file_id: 0x31,
+                action: BreakAction::Purged
+            }
+        );
+    }
+
+    /// Two handles of one lease key kept on one description: the break of
+    /// its one lease purges both.
+    #[test]
+    fn a_break_purges_every_handle_on_the_description() {
+        let mut k = keeper();
+        let f = tempfile::tempfile().unwrap();
+        if kl::set_lease(f.as_fd(), LeaseKind::Write).is_err() {
+            return;
+        }
+        let mut ids = Vec::new();
+        for fid in [0x41, 0x42] {
+            let out = k.handle(
+                peer(1),
+                Request::Deposit(v2_record(fid)),
+                vec![f.try_clone().unwrap().into()],
+            );
+            let Response::Deposited { id } = out[0].0 else {
+                panic!("{:?}", out[0].0)
+            };
+            k.handle(peer(1), Request::Disconnect { id, at_ms: 1 }, vec![]);
+            ids.push(id);
+        }
+        let raw = k.kept[&ids[1]].fd.as_raw_fd();
+        k.on_lease_break(raw);
+        assert!(k.is_empty(), "both purged");
+        assert_eq!(kl::get_lease(f.as_fd()).unwrap(), LeaseKind::None);
+    }
+
+    /// A break that reaches the keeper for a connected handle is passed on.
+    #[test]
+    fn a_break_of_a_reconnected_handle_is_forwarded() {
+        let mut k = keeper();
+        let mut watch = k.add_watcher();
+        let (id, f) = deposit(&mut k, v2_record(0x32));
+        if kl::set_lease(f.as_fd(), LeaseKind::Write).is_err() {
+            return;
+        }
+        k.handle(peer(1), Request::Disconnect { id, at_ms: 1 }, vec![]);
+        k.handle(peer(2), Request::Reconnected { id }, vec![]);
+        assert_eq!(k.kept[&id].lease, LeaseKind::None);
+        let raw = k.kept[&id].fd.as_raw_fd();
+        k.on_lease_break(raw);
+        assert!(k.kept.contains_key(&id), "a connected handle is not purged");
+        assert!(matches!(
+            watch.try_recv().unwrap(),
+            Response::LeaseBreak {
+                action: BreakAction::Forwarded,
+                ..
+            }
+        ));
+        kl::set_lease(f.as_fd(), LeaseKind::None).unwrap();
     }
 
     #[test]

@@ -68,6 +68,16 @@ pub fn own_locks(fdinfo: &str) -> HashSet<String> {
         .collect()
 }
 
+/// Whether the lease held through `fd`'s open file description is being
+/// broken (its fdinfo lists it as BREAKING).
+pub fn lease_breaking(fd: BorrowedFd<'_>) -> bool {
+    std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.strip_prefix("lock:"))
+        .any(|l| l.contains("LEASE") && l.contains("BREAKING"))
+}
+
 /// The text of /proc/locks (empty if unreadable).
 pub fn read_proc_locks() -> String {
     std::fs::read_to_string("/proc/locks").unwrap_or_default()

@@ -15,6 +15,6 @@ pub mod sysd;
 
 pub use holdfast_keeper_proto::{client, proto};
 pub use holdfast_keeper_proto::{
-    Client, ClientError, DurableKind, Entry, ErrorCode, FetchRequest, HandleState, Record,
-    DEFAULT_SOCKET,
+    BreakAction, Client, ClientError, DurableKind, Entry, ErrorCode, FetchRequest, HandleState,
+    Notice, Record, DEFAULT_SOCKET,
 };

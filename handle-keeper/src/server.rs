@@ -170,6 +170,14 @@ async fn serve_conn(keeper: Shared, policy: Arc<Policy>, sock: UnixSeqpacket, co
                     None,
                 )]
             }
+            (Request::Watch, Some(v)) if v >= 2 && fds.is_empty() => {
+                let rx = lock(&keeper).add_watcher();
+                if send(&sock, rid, &(Response::Done, None)).await.is_ok() {
+                    info!(conn, pid = peer.pid, "watching lease breaks");
+                    watch(&sock, rx, &mut buf).await;
+                }
+                break;
+            }
             (_, Some(_)) => lock(&keeper).handle(peer, req, fds),
         };
         for r in &replies {
@@ -181,6 +189,76 @@ async fn serve_conn(keeper: Shared, policy: Arc<Policy>, sock: UnixSeqpacket, co
     }
     debug!(conn, "peer gone");
     lock(&keeper).conn_closed(conn, now_ms());
+}
+
+/// A Watch connection: sends lease-break notices (request id 0) until the
+/// peer goes away. The peer sends nothing more; anything it does send is
+/// ignored.
+async fn watch(
+    sock: &UnixSeqpacket,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Response>,
+    buf: &mut [u8],
+) {
+    loop {
+        tokio::select! {
+            n = rx.recv() => {
+                let Some(n) = n else { return };
+                if send(sock, 0, &(n, None)).await.is_err() {
+                    return;
+                }
+            }
+            m = recv_message(sock, buf) => {
+                if !matches!(m, Ok(Some(_))) {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Reads kernel lease-break signals (blocked in every thread by main) and
+/// hands them to the keeper, which purges the disconnected handle whose
+/// lease it is.
+pub fn lease_breaks(keeper: Shared) {
+    use kmod_interface::lease::{break_signal, SignalFd};
+    let sfd = match SignalFd::new(&[break_signal(), libc::SIGIO]) {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(error = %e, "cannot read kernel lease breaks; local opens will wait out lease-break-time");
+            return;
+        }
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let spawned = std::thread::Builder::new()
+        .name("lease-breaks".into())
+        .spawn(move || loop {
+            match sfd.read() {
+                Ok(ev) => {
+                    if tx.send(ev).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    warn!(error = %e, "reading lease break signals");
+                    return;
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        warn!(error = %e, "cannot start the lease break reader");
+        return;
+    }
+    tokio::spawn(async move {
+        while let Some(ev) = rx.recv().await {
+            let mut k = lock(&keeper);
+            if ev.signo == libc::SIGIO {
+                warn!("lease break signal queue overflowed; checking every kept lease");
+                k.check_leases();
+            } else {
+                k.on_lease_break(ev.fd);
+            }
+        }
+    });
 }
 
 /// Accepts peers forever.

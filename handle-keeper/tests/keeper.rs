@@ -220,7 +220,7 @@ async fn deposit_disconnect_fetch_reconnect_close() {
     kmod_interface::ofd::ofd_lock(orig.as_fd(), 2, 3, true, false).unwrap();
 
     let mut worker = k.client().await;
-    assert_eq!(worker.version(), 1);
+    assert_eq!(worker.version(), 2);
     assert!(!worker.fd_store());
     let rec = v2_record(0x1001, "data.txt", 60_000);
     let id = worker.deposit(&rec, &orig).await.unwrap();
@@ -742,4 +742,61 @@ async fn restart_takes_fds_back_from_the_fd_store() {
     fetched.write_all(b"XY").unwrap();
     assert_eq!(orig.stream_position().unwrap(), 7);
     assert_eq!(std::fs::read(&p).unwrap(), b"abcdeXYhij");
+}
+
+/// A disconnected handle's kernel lease is taken over by the keeper process:
+/// a local open breaks it, the keeper purges the handle at once (the open
+/// does not wait out lease-break-time) and a watch connection hears of it.
+#[tokio::test]
+async fn local_open_breaks_a_kept_lease_and_the_keeper_purges() {
+    use holdfast_keeper::{BreakAction, Notice};
+    use kmod_interface::lease::{set_lease, LeaseKind};
+    let dir = tempfile::tempdir().unwrap();
+    let k = Keeper::start(Opts::new(dir.path()));
+    let data = dir.path().join("leased.txt");
+    std::fs::write(&data, b"leased").unwrap();
+    let orig = rw(&data);
+    // No F_SETSIG/F_SETOWN here: nobody would be signalled before the
+    // keeper takes the lease over.
+    if set_lease(orig.as_fd(), LeaseKind::Write).is_err() {
+        return;
+    }
+    let mut watcher = k.client().await.watch().await.unwrap();
+    let mut worker = k.client().await;
+    let id = worker
+        .deposit(&v2_record(0x2001, "leased.txt", 60_000), &orig)
+        .await
+        .unwrap();
+    drop(orig);
+    worker.disconnect(id, 0).await.unwrap();
+    assert_eq!(worker.show(id).await.unwrap().kernel_lease, "write");
+    k.wait_log("kept handle's kernel lease taken over");
+
+    let p = data.clone();
+    let (elapsed, read) = tokio::task::spawn_blocking(move || {
+        let t0 = Instant::now();
+        let got = std::fs::read(&p).unwrap();
+        (t0.elapsed(), got)
+    })
+    .await
+    .unwrap();
+    assert_eq!(read, b"leased");
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "local open waited {elapsed:?}"
+    );
+    let n = tokio::time::timeout(Duration::from_secs(5), watcher.next())
+        .await
+        .expect("a notice")
+        .unwrap();
+    assert_eq!(
+        n,
+        Notice {
+            id,
+            persistent_file_id: 0x2001,
+            action: BreakAction::Purged
+        }
+    );
+    assert!(worker.list().await.unwrap().is_empty());
+    assert!(k.log_text().contains("a local open broke its kernel lease"));
 }

@@ -491,6 +491,16 @@ fn keeper_restart_without_fd_store_loses_handles_and_logs_it() {
 /// log; None where the test cannot run (no smbprotocol, not root, an
 /// external server). `localdir` passes the share's directory too.
 fn run_with_keeper(script: &str, share_opts: &str, localdir: bool) -> Option<(String, String)> {
+    run_with_keeper_args(script, share_opts, localdir, &[])
+}
+
+/// [`run_with_keeper`] with `extra` arguments for the script.
+fn run_with_keeper_args(
+    script: &str,
+    share_opts: &str,
+    localdir: bool,
+    extra: &[&str],
+) -> Option<(String, String)> {
     if !python_smbprotocol_available() || !nix::unistd::geteuid().is_root() {
         return None;
     }
@@ -528,6 +538,7 @@ fn run_with_keeper(script: &str, share_opts: &str, localdir: bool) -> Option<(St
     if localdir {
         c.arg("--localdir").arg(&srv.localdir);
     }
+    c.args(extra);
     let out = run_with_timeout(&mut c, None, Duration::from_secs(120));
     if !out.success() {
         srv.dump_log();
@@ -582,4 +593,112 @@ fn leased_durable_handle_refuses_another_client_guid() {
         klog.contains("ClientGUID differs") && klog.contains("fetch refused; record kept"),
         "{klog}"
     );
+}
+
+/// Issue 5 (durable interop): with `kernel oplocks = yes` the keeper takes
+/// over the kernel lease of a disconnected durable handle; a local open (a
+/// stand-in for NFS) breaks it, the keeper purges the handle at once rather
+/// than letting the opener wait out fs.lease-break-time, and the reconnect
+/// fails with OBJECT_NAME_NOT_FOUND. Runs `kernel_durable.py` with `args`.
+fn kernel_durable(args: &[&str]) -> Option<(String, String)> {
+    let mut all = args.to_vec();
+    all.push("--posix-locking");
+    run_with_keeper_args(
+        "kernel_durable.py",
+        "kernel oplocks = yes\n\tposix locking = yes",
+        true,
+        &all,
+    )
+}
+
+fn assert_purged(stdout: &str, klog: &str) {
+    for step in [
+        "kernel lease of the connected open's description: write",
+        "keeper record",
+        "kept fd holds a write lease",
+        "OK local open went on after",
+        "OK the keeper no longer lists the handle",
+        "OK the purged open's byte-range lock is gone",
+        "OK reconnect refused with OBJECT_NAME_NOT_FOUND",
+        "OK a new SMB open for writing and its lock on the same range are granted",
+    ] {
+        assert!(stdout.contains(step), "missing {step:?}:\n{stdout}");
+    }
+    assert!(
+        klog.contains("kept handle's kernel lease taken over"),
+        "{klog}"
+    );
+    assert!(
+        klog.contains("a local open broke its kernel lease"),
+        "{klog}"
+    );
+}
+
+#[test]
+fn local_open_purges_disconnected_durable_owner() {
+    let Some((stdout, klog)) = kernel_durable(&["--scenario", "purge", "--mode", "oplock"]) else {
+        return;
+    };
+    assert_purged(&stdout, &klog);
+}
+
+#[test]
+fn local_open_purges_disconnected_durable_lease_owner() {
+    let Some((stdout, klog)) = kernel_durable(&["--scenario", "purge", "--mode", "lease"]) else {
+        return;
+    };
+    assert_purged(&stdout, &klog);
+}
+
+/// As above after kill -9 of the worker: only the keeper holds the open
+/// file description, and its breaks.
+#[test]
+fn local_open_purges_durable_owner_of_a_killed_worker() {
+    let Some((stdout, klog)) =
+        kernel_durable(&["--scenario", "purge", "--mode", "lease", "--kill"])
+    else {
+        return;
+    };
+    assert!(stdout.contains("OK worker killed -9"), "{stdout}");
+    assert_purged(&stdout, &klog);
+}
+
+fn assert_breaks_again(stdout: &str, klog: &str) {
+    // The break reached the worker directly: the keeper did not have to
+    // pass it on, so the worker had taken the lease back.
+    assert!(
+        klog.contains("kept handle's kernel lease taken over"),
+        "{klog}"
+    );
+    assert!(!klog.contains("passed on to the workers"), "{klog}");
+    for step in [
+        "OK reconnected with the batch oplock; the description holds a write lease",
+        "OK the local open broke the client's oplock",
+        "OK acknowledged; the local open went on",
+        "OK close removed the keeper record",
+    ] {
+        assert!(stdout.contains(step), "missing {step:?}:\n{stdout}");
+    }
+}
+
+/// After a reconnect in the same worker the worker takes the kernel lease
+/// back from the keeper: a local open breaks the SMB client again.
+#[test]
+fn reconnected_durable_handle_breaks_again_on_local_open() {
+    let Some((stdout, klog)) = kernel_durable(&["--scenario", "reconnect"]) else {
+        return;
+    };
+    assert!(stdout.contains("OK connection dropped"), "{stdout}");
+    assert_breaks_again(&stdout, &klog);
+}
+
+/// The same after kill -9 of the worker: the handle is rebuilt from the
+/// keeper in a new worker, which takes the lease.
+#[test]
+fn rebuilt_durable_handle_breaks_again_on_local_open() {
+    let Some((stdout, klog)) = kernel_durable(&["--scenario", "reconnect", "--kill"]) else {
+        return;
+    };
+    assert!(stdout.contains("OK worker killed -9"), "{stdout}");
+    assert_breaks_again(&stdout, &klog);
 }

@@ -229,9 +229,57 @@ impl Client {
         }
     }
 
+    /// Version 2: turns this connection into a [`Watcher`] that receives the
+    /// keeper's lease-break notices.
+    pub async fn watch(mut self) -> Result<Watcher> {
+        if self.version < 2 {
+            return Err(ClientError::Protocol(format!(
+                "the keeper speaks version {}; Watch needs 2",
+                self.version
+            )));
+        }
+        self.call_done(Request::Watch).await?;
+        Ok(Watcher { c: self })
+    }
+
     pub async fn show(&mut self, id: u64) -> Result<Entry> {
         match self.call(&Request::Show { id }, None).await? {
             (Response::Shown(e), _) => Ok(e),
+            (other, _) => Err(unexpected(&other)),
+        }
+    }
+}
+
+/// A keeper connection that only receives [`Response::LeaseBreak`] notices.
+pub struct Watcher {
+    c: Client,
+}
+
+/// One lease-break notice: keeper record `id`, the open's persistent FileId,
+/// and what the keeper did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Notice {
+    pub id: u64,
+    pub persistent_file_id: u64,
+    pub action: crate::proto::BreakAction,
+}
+
+impl Watcher {
+    /// Waits for the next notice; an error means the connection is gone.
+    pub async fn next(&mut self) -> Result<Notice> {
+        match self.c.recv(0).await? {
+            (
+                Response::LeaseBreak {
+                    id,
+                    persistent_file_id,
+                    action,
+                },
+                _,
+            ) => Ok(Notice {
+                id,
+                persistent_file_id,
+                action,
+            }),
             (other, _) => Err(unexpected(&other)),
         }
     }

@@ -7,8 +7,8 @@
 pub mod client;
 pub mod proto;
 
-pub use client::{Client, ClientError, DEFAULT_SOCKET};
-pub use proto::{DurableKind, Entry, ErrorCode, FetchRequest, HandleState, Record};
+pub use client::{Client, ClientError, Notice, Watcher, DEFAULT_SOCKET};
+pub use proto::{BreakAction, DurableKind, Entry, ErrorCode, FetchRequest, HandleState, Record};
 
 use std::os::fd::OwnedFd;
 use tokio_seqpacket::ancillary::OwnedAncillaryMessage;

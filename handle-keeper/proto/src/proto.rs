@@ -9,7 +9,8 @@ pub const MAGIC: u32 = u32::from_le_bytes(*b"HFKP");
 pub const HEADER_LEN: usize = 12;
 /// Protocol versions this build speaks.
 pub const MIN_VERSION: u16 = 1;
-pub const MAX_VERSION: u16 = 1;
+/// Version 2 adds Watch and the LeaseBreak notice (kernel leases of kept fds).
+pub const MAX_VERSION: u16 = 2;
 /// Largest message either side sends or accepts.
 pub const MAX_MESSAGE: usize = 256 * 1024;
 /// At most this many lock lines are reported per handle.
@@ -265,6 +266,21 @@ pub enum Request {
         id: u64,
         reason: String,
     },
+    /// Version 2: turns the connection into a one-way channel of
+    /// [`Response::LeaseBreak`] notices (after a `Done`).
+    Watch,
+}
+
+/// What the keeper did about a kernel lease break on a kept fd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakAction {
+    /// The handle was disconnected: the keeper purged it and released the
+    /// lease; a worker still holding the open must close it.
+    Purged = 1,
+    /// The handle is connected: its worker must break the SMB holder (the
+    /// signal reached the keeper because the worker had not yet taken the
+    /// lease back).
+    Forwarded = 2,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -286,6 +302,12 @@ pub enum Response {
         count: u32,
     },
     Shown(Entry),
+    /// Version 2, unsolicited on a Watch connection (request id 0).
+    LeaseBreak {
+        id: u64,
+        persistent_file_id: u64,
+        action: BreakAction,
+    },
     Error {
         code: ErrorCode,
         message: String,
@@ -303,6 +325,7 @@ mod op {
     pub const LIST: u16 = 0x0008;
     pub const SHOW: u16 = 0x0009;
     pub const EVICT: u16 = 0x000a;
+    pub const WATCH: u16 = 0x000b;
     pub const HELLO_OK: u16 = 0x8001;
     pub const DEPOSITED: u16 = 0x8002;
     pub const FETCHED: u16 = 0x8003;
@@ -310,6 +333,7 @@ mod op {
     pub const LIST_ITEM: u16 = 0x8005;
     pub const LIST_END: u16 = 0x8006;
     pub const SHOWN: u16 = 0x8007;
+    pub const LEASE_BREAK: u16 = 0x8008;
     pub const ERROR: u16 = 0x80ff;
 }
 
@@ -467,6 +491,7 @@ impl Request {
                 w.u64(*id);
                 w.str(reason);
             }
+            Request::Watch => w = W::new(op::WATCH, request_id),
         }
         w.0
     }
@@ -488,6 +513,7 @@ impl Request {
             Request::List => "List",
             Request::Show { .. } => "Show",
             Request::Evict { .. } => "Evict",
+            Request::Watch => "Watch",
         }
     }
 }
@@ -526,6 +552,16 @@ impl Response {
             Response::Shown(e) => {
                 w = W::new(op::SHOWN, request_id);
                 w.entry(e);
+            }
+            Response::LeaseBreak {
+                id,
+                persistent_file_id,
+                action,
+            } => {
+                w = W::new(op::LEASE_BREAK, request_id);
+                w.u64(*id);
+                w.u64(*persistent_file_id);
+                w.u8(*action as u8);
             }
             Response::Error { code, message } => {
                 w = W::new(op::ERROR, request_id);
@@ -735,6 +771,7 @@ impl Request {
                 id: r.u64()?,
                 reason: r.str("reason")?,
             },
+            op::WATCH => Request::Watch,
             other => return Err(DecodeError::UnknownOpcode(other)),
         };
         r.end()?;
@@ -758,6 +795,15 @@ impl Response {
             op::LIST_ITEM => Response::ListItem(r.entry()?),
             op::LIST_END => Response::ListEnd { count: r.u32()? },
             op::SHOWN => Response::Shown(r.entry()?),
+            op::LEASE_BREAK => Response::LeaseBreak {
+                id: r.u64()?,
+                persistent_file_id: r.u64()?,
+                action: match r.u8()? {
+                    1 => BreakAction::Purged,
+                    2 => BreakAction::Forwarded,
+                    _ => return Err(DecodeError::Invalid("break action")),
+                },
+            },
             op::ERROR => {
                 let raw = r.u16()?;
                 Response::Error {
@@ -840,6 +886,7 @@ mod tests {
                 id: 7,
                 reason: "stuck client".into(),
             },
+            Request::Watch,
         ]
     }
 
@@ -871,6 +918,16 @@ mod tests {
             Response::ListItem(sample_entry()),
             Response::ListEnd { count: 1 },
             Response::Shown(sample_entry()),
+            Response::LeaseBreak {
+                id: 3,
+                persistent_file_id: 0x55,
+                action: BreakAction::Purged,
+            },
+            Response::LeaseBreak {
+                id: 4,
+                persistent_file_id: 0x56,
+                action: BreakAction::Forwarded,
+            },
             Response::error(ErrorCode::UserMismatch, "user differs"),
         ]
     }

@@ -91,6 +91,11 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args, listen_fds: Vec<(String, OwnedFd)>, notifier: Notifier) -> Result<(), String> {
+    // Kernel lease breaks of kept fds arrive as signals read from a
+    // signalfd; blocked before any other thread exists (and before restored
+    // fds' leases are taken over), so every thread inherits the mask.
+    kmod_interface::lease::block_signals(&[kmod_interface::lease::break_signal(), libc::SIGIO])
+        .map_err(|e| format!("blocking lease break signals: {e}"))?;
     let euid = nix::unistd::geteuid().as_raw();
     let (smbd_uid, smbd_gid) = match &args.smbd_user {
         Some(spec) => resolve_user(spec)?,
@@ -154,6 +159,7 @@ fn run(args: Args, listen_fds: Vec<(String, OwnedFd)>, notifier: Notifier) -> Re
         }
         let interval = Duration::from_millis(args.scavenge_interval_ms.max(10));
         tokio::spawn(server::scavenger(keeper.clone(), interval));
+        server::lease_breaks(keeper.clone());
         tokio::spawn(server::serve(listener, keeper.clone(), policy));
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .map_err(|e| format!("signal handler: {e}"))?;

@@ -299,6 +299,18 @@ pub fn reclaim(
     Ok((d.open, level))
 }
 
+/// The keeper purged kept handle `keeper_id` (a local open broke the
+/// kernel lease it held for it): takes disconnected open `id` out if it is
+/// that handle, for the caller to close.
+pub fn take_kept(st: &ServerState, id: u64, keeper_id: u64) -> Option<Open> {
+    let mut t = st.durable.lock();
+    let d = t.get(&id)?.open.durable.as_ref()?;
+    if d.keeper_id != Some(keeper_id) {
+        return None;
+    }
+    t.remove(&id).map(|d| d.open)
+}
+
 /// Checks a reconnect against the durable open it names (MS-SMB2 3.3.5.9.7
 /// and 3.3.5.9.12): a v2 reconnect must name the open's CreateGuid; either
 /// must come from the same user

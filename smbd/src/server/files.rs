@@ -851,6 +851,16 @@ impl Connection {
         .inspect_err(|status| {
             info!(fid = file_id.persistent, user = %user.name, ?status, "durable reconnect refused")
         })?;
+        if self.st.kernel.lost_lease(&open.fd) {
+            // A local open broke the kernel lease while the open was
+            // disconnected (the keeper purges it; its notice is on the way).
+            info!(
+                fid = file_id.persistent,
+                "durable reconnect refused: the kernel lease was broken"
+            );
+            self.close_open(open).await;
+            return Err(NtStatus::OBJECT_NAME_NOT_FOUND);
+        }
         open.session_id = ctx.hdr.session_id;
         open.tree_id = tree_id;
         if let (Some(kid), Some(k)) = (
@@ -859,6 +869,7 @@ impl Connection {
         ) {
             k.reconnected(kid).await;
         }
+        self.st.kernel.reclaimed(&self.st, &open.fd);
         let fd = open.fd.clone();
         let mut meta = match fs(open.identity.clone(), move || posix::stat(fd.as_fd())).await {
             Ok(m) => m,
@@ -1006,7 +1017,17 @@ impl Connection {
                 return Err(NtStatus::OBJECT_NAME_NOT_FOUND);
             }
         }
-        keeper.reconnected(rec.id).await;
+        if !keeper.reconnected(rec.id).await {
+            self.st.broker.close(key, open_id);
+            return Err(NtStatus::OBJECT_NAME_NOT_FOUND);
+        }
+        // The keeper held the description's kernel lease while no worker
+        // did; this worker takes it (and its breaks) back.
+        let mut level = Level::Batch;
+        if kernel_oplock::enabled(share) {
+            self.st.kernel.after_open(&self.st, key, open_id, &fd);
+            level = self.st.broker.oplock_level(key, open_id);
+        }
         if let Some(t) = self.st.broker.write_time(key) {
             meta.last_write_time = t;
         }
@@ -1016,7 +1037,7 @@ impl Connection {
         };
         info!(fid = open_id, path = %rec.path, user = %user.name, keeper_id = rec.id, "durable open rebuilt from the handle keeper");
         let resp = CreateResponse {
-            oplock_level: Level::Batch.wire(),
+            oplock_level: level.wire(),
             flags: 0,
             create_action: action::OPENED,
             creation_time: meta.creation_time,

@@ -8,10 +8,13 @@
 //! it is not configured or not reachable, durable handles live only in the
 //! worker, and every keeper failure is logged and otherwise ignored.
 
-use holdfast_keeper_proto::{Client, ClientError, FetchRequest, Record};
+use super::state::ServerState;
+use holdfast_keeper_proto::{Client, ClientError, ErrorCode, FetchRequest, Record};
 use std::collections::HashSet;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use tokio::sync::Mutex;
 use tracing::{debug, info, warn};
 
@@ -29,6 +32,7 @@ pub struct KeeperLink {
     path: PathBuf,
     name: String,
     client: Mutex<Link>,
+    watching: AtomicBool,
 }
 
 #[derive(Default)]
@@ -49,6 +53,7 @@ impl KeeperLink {
             path,
             name,
             client: Mutex::new(Link::default()),
+            watching: AtomicBool::new(false),
         }
     }
 
@@ -146,9 +151,69 @@ impl KeeperLink {
         self.notify(id, Op::Disconnect(id)).await
     }
 
-    pub async fn reconnected(&self, id: u64) {
+    /// Claims kept handle `id` for this worker again. False only when the
+    /// keeper answers that it no longer keeps it (purged, evicted or timed
+    /// out since a Fetch).
+    pub async fn reconnected(&self, id: u64) -> bool {
         self.own(id, true).await;
-        self.notify(id, Op::Reconnected(id)).await
+        match self.call(Op::Reconnected(id)).await {
+            Ok(_) => true,
+            Err(e) if e.code() == Some(ErrorCode::NotFound) => {
+                self.own(id, false).await;
+                info!(id, "the keeper purged this handle meanwhile");
+                false
+            }
+            Err(e) => {
+                warn!(what = "reconnected", id, error = %e, "handle keeper request failed");
+                true
+            }
+        }
+    }
+
+    /// Starts (once) a task that keeps a Watch connection to the keeper and
+    /// passes its lease-break notices to [`super::kernel_oplock::on_keeper_notice`]:
+    /// the keeper holds the kernel leases of disconnected handles and hears
+    /// their breaks.
+    pub fn start_watch(&self, st: &Arc<ServerState>) {
+        if self.watching.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (path, name) = (self.path.clone(), self.name.clone());
+        let st: Weak<ServerState> = Arc::downgrade(st);
+        tokio::spawn(async move {
+            loop {
+                let watcher = match Client::connect(&path, &name).await {
+                    Ok(c) => c.watch().await,
+                    Err(e) => Err(e),
+                };
+                match watcher {
+                    Ok(mut w) => {
+                        debug!("watching the keeper's lease breaks");
+                        loop {
+                            match w.next().await {
+                                Ok(n) => {
+                                    let Some(st) = st.upgrade() else { return };
+                                    super::kernel_oplock::on_keeper_notice(&st, n).await;
+                                }
+                                Err(e) => {
+                                    debug!(error = %e, "keeper watch connection ended");
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    Err(ClientError::Protocol(e)) => {
+                        warn!(error = %e, "the keeper cannot report lease breaks of kept handles");
+                        return;
+                    }
+                    Err(e) => debug!(error = %e, "keeper watch connection failed"),
+                }
+                if st.strong_count() == 0 {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        });
     }
 
     pub async fn close(&self, id: u64) {

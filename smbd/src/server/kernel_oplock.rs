@@ -329,6 +329,48 @@ impl KernelLeases {
         }
     }
 
+    /// The kernel lease that backed this open's grant is gone or being
+    /// broken (a local open got in while the open was disconnected).
+    pub fn lost_lease(&self, fd: &Arc<OwnedFd>) -> bool {
+        let kind = match self.lock().get(&fd.as_raw_fd()) {
+            Some(e) if Arc::ptr_eq(&e.fd, fd) => e.kind,
+            _ => return false,
+        };
+        kind != LeaseKind::None && kl::get_lease(fd.as_fd()).map_or(true, |now| now != kind)
+    }
+
+    /// A disconnected durable open was reconnected in this worker: the
+    /// keeper took its kernel lease over at disconnect (breaks went to the
+    /// keeper), so the lease is re-issued on this worker's fd (the same
+    /// open file description) and its breaks come here again. A lease the
+    /// kernel no longer grants (a local opener got in meanwhile) is handled
+    /// as a break of the SMB holder.
+    pub fn reclaimed(&self, st: &Arc<ServerState>, fd: &Arc<OwnedFd>) {
+        let raw = fd.as_raw_fd();
+        let Some(e) = self
+            .lock()
+            .get(&raw)
+            .filter(|e| Arc::ptr_eq(&e.fd, fd))
+            .cloned()
+        else {
+            return;
+        };
+        if e.kind == LeaseKind::None {
+            return;
+        }
+        let breaking = kl::get_lease(fd.as_fd()).map_or(true, |now| now != e.kind);
+        if !breaking {
+            match take(fd, e.kind) {
+                Ok(()) => {
+                    debug!(open = e.open_id, kind = ?e.kind, "kernel lease taken back from the keeper");
+                    return;
+                }
+                Err(err) => debug!(open = e.open_id, %err, "kernel lease not taken back"),
+            }
+        }
+        on_break(st, raw);
+    }
+
     /// Starts the task reading break signals (once per process).
     fn start(&self, st: &Arc<ServerState>) {
         if self.started.swap(true, Ordering::AcqRel) {
@@ -376,6 +418,11 @@ impl KernelLeases {
             return;
         }
         info!("kernel oplocks: listening for lease breaks");
+        // Disconnected durable handles' leases are the keeper's; it reports
+        // their breaks on a watch connection.
+        if let Some(k) = &st.keeper {
+            k.start_watch(st);
+        }
         let weak = Arc::downgrade(st);
         tokio::spawn(async move { handle_breaks(rx, weak).await });
     }
@@ -464,6 +511,56 @@ fn on_break(st: &Arc<ServerState>, raw: RawFd) {
         super::oplock::wait_for_breaks(&st.broker, e.key).await;
         st.kernel.reconcile(&st, e.key);
     });
+}
+
+/// The keeper heard a break of a kept fd's kernel lease (a local process
+/// opened the file). `Purged`: the handle was disconnected, so the keeper
+/// purged it (MS-SMB2: a break to a disconnected durable open closes it)
+/// and released the lease; the disconnected open this worker may still
+/// hold goes too, with its share mode, locks and oplock. `Forwarded`: the
+/// handle was reconnected here before its lease was taken back; this
+/// worker breaks the SMB holder.
+pub async fn on_keeper_notice(st: &Arc<ServerState>, n: holdfast_keeper_proto::Notice) {
+    use holdfast_keeper_proto::BreakAction;
+    let fid = n.persistent_file_id;
+    match n.action {
+        BreakAction::Purged => {
+            let Some(mut open) = super::durable::take_kept(st, fid, n.id) else {
+                debug!(
+                    fid,
+                    keeper_id = n.id,
+                    "keeper purged a handle this worker does not hold"
+                );
+                return;
+            };
+            if let Some(d) = open.durable.as_mut() {
+                // The keeper has already forgotten it.
+                d.keeper_id = None;
+            }
+            info!(
+                fid,
+                keeper_id = n.id,
+                path = %open.path.display(),
+                "disconnected durable open purged: a local open broke its kernel lease"
+            );
+            super::files::close_open_in(st, open).await;
+        }
+        BreakAction::Forwarded => {
+            let raw = st
+                .kernel
+                .lock()
+                .iter()
+                .find(|(_, e)| e.open_id == fid)
+                .map(|(r, _)| *r);
+            match raw {
+                Some(raw) => on_break(st, raw),
+                None => debug!(
+                    fid,
+                    "forwarded lease break for an open without a lease here"
+                ),
+            }
+        }
+    }
 }
 
 impl super::conn::Connection {
