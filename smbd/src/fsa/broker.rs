@@ -601,6 +601,31 @@ impl Broker {
         Some(rec.oplock.level)
     }
 
+    /// A disconnected durable open moves to another worker: its breaks go to
+    /// `to` (that worker's disconnected-open owner) from now on. False, and
+    /// nothing changes, if the open is gone, belongs to someone other than
+    /// `from`, or its oplock or lease is being broken (a conflicting open is
+    /// purging it).
+    pub fn oplock_transfer(&self, key: FileKey, open_id: u64, from: u64, to: u64) -> bool {
+        let mut files = self.files();
+        let Some(st) = files.get_mut(&key) else {
+            return false;
+        };
+        let FileState { opens, leases, .. } = st;
+        let Some(rec) = opens.iter_mut().find(|o| o.open_id == open_id) else {
+            return false;
+        };
+        let lease_breaking = rec
+            .lease
+            .and_then(|id| leases.get(&id))
+            .is_some_and(|l| l.breaking.is_some());
+        if rec.oplock.owner != from || rec.oplock.breaking.is_some() || lease_breaking {
+            return false;
+        }
+        rec.oplock.owner = to;
+        true
+    }
+
     /// The lease an open shares, if any.
     pub fn open_lease(&self, key: FileKey, open_id: u64) -> Option<LeaseId> {
         self.files()

@@ -101,6 +101,16 @@ impl LockSequences {
         false
     }
 
+    /// The array as bytes (to move an open to another worker).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.0.to_vec()
+    }
+
+    /// The array [`Self::to_bytes`] wrote; all invalid if `b` is malformed.
+    pub fn from_bytes(b: &[u8]) -> LockSequences {
+        <[u8; 64]>::try_from(b).map_or_else(|_| LockSequences::default(), LockSequences)
+    }
+
     pub fn succeeded(&mut self, seq: u32) {
         if let Some(i) = Self::slot(seq) {
             self.0[i] = (seq & 0xF) as u8;
@@ -829,6 +839,11 @@ impl Connection {
                     .unwrap_or_default();
                 (self.neg.client_guid, key)
             });
+        // Another worker may hold it: a client that comes back with a new
+        // ClientGuid is routed by that GUID, not to the open's worker.
+        if !self.st.durable.contains(file_id.persistent) {
+            durable::claim(&self.st, file_id.persistent).await;
+        }
         if !self.st.durable.contains(file_id.persistent) && self.st.keeper.is_some() {
             return self
                 .keeper_reconnect(ctx, req, ask, file_id, &share, tree_ro, tree_id, &user)
@@ -1477,7 +1492,7 @@ impl Connection {
 /// last close and performs a pending delete.
 /// `posix locking = yes` on this share (default: no, Holdfast's SMB locks
 /// stay inside the server).
-fn posix_locking(share: &Share) -> bool {
+pub(super) fn posix_locking(share: &Share) -> bool {
     share
         .conf
         .as_ref()

@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -20,9 +20,9 @@ use tokio::sync::Notify;
 use tracing::{debug, error, warn};
 
 use super::broker_proto::{
-    self as bp, bytes_path, path_bytes, Key, Req, Resp, ToBroker, ToWorkerMsg,
+    self as bp, bytes_path, path_bytes, Key, MovedOpen, Req, Resp, ToBroker, ToWorkerMsg,
 };
-use super::broker_service::{recv_msg, send_msg, WorkerEnds};
+use super::broker_service::{recv_msg, recv_msg_fds, send_msg_fd, WorkerEnds};
 use crate::fsa::broker::{BreakSink, Broker, CloseOutcome, FileKey, Opened};
 use crate::fsa::lease::{LeaseGrant, LeaseId};
 use crate::fsa::oplock::{BreakNotice, Intent, LeaseNotice, Level};
@@ -48,8 +48,14 @@ pub struct Inner {
     sinks: Mutex<HashMap<u64, BreakSink>>,
     /// Local waiters per key (for `oplock_changed` and `unlock_notify`).
     wakes: Mutex<HashMap<FileKey, Arc<Notify>>>,
+    /// Where claims of this worker's disconnected durable opens go
+    /// (claim id, open id); without one, every claim is answered "none".
+    surrender: Mutex<Option<SurrenderSink>>,
     dead: AtomicBool,
 }
+
+/// Receives (claim id, open id) of [`ToWorkerMsg::Surrender`].
+pub type SurrenderSink = tokio::sync::mpsc::UnboundedSender<(u64, u64)>;
 
 /// A worker's client of the supervisor's broker.
 pub struct RemoteBroker {
@@ -74,6 +80,7 @@ impl RemoteBroker {
             next: AtomicU64::new(1),
             sinks: Mutex::new(HashMap::new()),
             wakes: Mutex::new(HashMap::new()),
+            surrender: Mutex::new(None),
             dead: AtomicBool::new(false),
         });
         let r = inner.clone();
@@ -125,6 +132,19 @@ fn read_events(inner: &Inner) {
                     n.notify_waiters();
                 }
             }
+            Ok(ToWorkerMsg::Surrender { claim, open_id }) => {
+                let sent = lock(&inner.surrender)
+                    .as_ref()
+                    .is_some_and(|tx| tx.send((claim, open_id)).is_ok());
+                if !sent {
+                    // No disconnected opens here: answer at once.
+                    let _ = inner.call(Req::Surrendered {
+                        claim,
+                        from_owner: 0,
+                        open: None,
+                    });
+                }
+            }
             Ok(m) => warn!(?m, "unexpected message on the broker event socket"),
             Err(e) => warn!(%e, "bad broker message dropped"),
         }
@@ -139,6 +159,12 @@ impl Inner {
     /// One round trip on an idle call socket; None when the supervisor
     /// cannot be reached.
     fn call(&self, req: Req) -> Option<Resp> {
+        self.call_fd(req, None).map(|(r, _)| r)
+    }
+
+    /// [`Self::call`] with `fd` attached to the request, returning the fd
+    /// attached to the answer (if any).
+    fn call_fd(&self, req: Req, fd: Option<BorrowedFd<'_>>) -> Option<(Resp, Option<OwnedFd>)> {
         if self.dead.load(Ordering::SeqCst) {
             return None;
         }
@@ -151,22 +177,27 @@ impl Inner {
                 idle = self.freed.wait(idle).unwrap_or_else(|e| e.into_inner());
             }
         };
-        let r = self.round_trip(&sock, req);
+        let r = self.round_trip(&sock, req, fd);
         lock(&self.idle).push(sock);
         self.freed.notify_one();
         r
     }
 
-    fn round_trip(&self, sock: &OwnedFd, req: Req) -> Option<Resp> {
+    fn round_trip(
+        &self,
+        sock: &OwnedFd,
+        req: Req,
+        fd: Option<BorrowedFd<'_>>,
+    ) -> Option<(Resp, Option<OwnedFd>)> {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = send_msg(sock, &bp::encode(&ToBroker { id, req })) {
+        if let Err(e) = send_msg_fd(sock, &bp::encode(&ToBroker { id, req }), fd) {
             error!(%e, "cannot reach the broker");
             return None;
         }
         let mut buf = Vec::new();
         loop {
-            let n = match recv_msg(sock, &mut buf) {
-                Ok(Some(n)) => n,
+            let (n, mut fds) = match recv_msg_fds(sock, &mut buf) {
+                Ok(Some(got)) => got,
                 Ok(None) => {
                     error!("the broker closed a call socket");
                     return None;
@@ -181,7 +212,9 @@ impl Inner {
                 }
             };
             match bp::decode::<ToWorkerMsg>(&buf[..n]) {
-                Ok(ToWorkerMsg::Reply { id: got, resp }) if got == id => return Some(resp),
+                Ok(ToWorkerMsg::Reply { id: got, resp }) if got == id => {
+                    return Some((resp, fds.pop()))
+                }
                 // The late answer to a call that timed out: skip it.
                 Ok(ToWorkerMsg::Reply { id: got, .. }) => debug!(got, id, "stale broker reply"),
                 Ok(m) => warn!(?m, "unexpected message on a broker call socket"),
@@ -699,6 +732,67 @@ impl BrokerHandle {
                     None
                 }
             },
+        }
+    }
+
+    /// Whether this is the supervisor's broker (other workers exist).
+    pub fn is_remote(&self) -> bool {
+        matches!(self, BrokerHandle::Remote(_))
+    }
+
+    /// Where this worker's disconnected durable opens are given up when
+    /// another worker claims them (remote broker only: a single process has
+    /// no other worker).
+    pub fn set_surrender_sink(&self, sink: SurrenderSink) {
+        if let BrokerHandle::Remote(r) = self {
+            *lock(&r.inner.surrender) = Some(sink);
+        }
+    }
+
+    /// Takes disconnected durable open `open_id` over from the worker that
+    /// holds it; its breaks go to `to_owner` from now on. Blocks until the
+    /// holder answers (a few seconds at most). None if no other worker holds
+    /// it disconnected, or another claim of it is under way.
+    pub fn durable_claim(&self, open_id: u64, to_owner: u64) -> Option<(Box<MovedOpen>, OwnedFd)> {
+        let BrokerHandle::Remote(r) = self else {
+            return None;
+        };
+        match r.inner.call_fd(Req::DurableClaim { open_id, to_owner }, None) {
+            Some((Resp::Moved(Some(m)), Some(fd))) => Some((m, fd)),
+            Some((Resp::Moved(None), _)) => None,
+            r => {
+                odd(r.map(|(r, _)| r));
+                None
+            }
+        }
+    }
+
+    /// Answers claim `claim`: `open` given up by this worker (with its fd),
+    /// or None. False if nobody took it: this worker keeps it.
+    pub fn surrendered(
+        &self,
+        claim: u64,
+        from_owner: u64,
+        open: Option<(Box<MovedOpen>, BorrowedFd<'_>)>,
+    ) -> bool {
+        let BrokerHandle::Remote(r) = self else {
+            return false;
+        };
+        let (open, fd) = match open {
+            Some((m, fd)) => (Some(m), Some(fd)),
+            None => (None, None),
+        };
+        let req = Req::Surrendered {
+            claim,
+            from_owner,
+            open,
+        };
+        match r.inner.call_fd(req, fd) {
+            Some((Resp::Bool(b), _)) => b,
+            r => {
+                odd(r.map(|(r, _)| r));
+                false
+            }
         }
     }
 

@@ -13,17 +13,19 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::io::IoSlice;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::time::Duration;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use nix::errno::Errno;
-use nix::sys::socket::{self, AddressFamily, MsgFlags, SockFlag, SockType};
+use nix::sys::socket::{self, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::broker_proto::{
-    self as bp, bytes_path, status, Key, Req, Resp, ToBroker, ToWorkerMsg, WireClose,
+    self as bp, bytes_path, status, Key, MovedOpen, Req, Resp, ToBroker, ToWorkerMsg, WireClose,
 };
 use crate::fsa::broker::{Broker, FileKey, Opened};
 use crate::fsa::oplock::BreakNotice;
@@ -41,6 +43,42 @@ pub fn send_msg(fd: &OwnedFd, msg: &[u8]) -> io::Result<()> {
             Err(Errno::EINTR) => continue,
             Err(e) => return Err(e.into()),
         }
+    }
+}
+
+/// Sends one message with `with` attached as SCM_RIGHTS (if any).
+pub fn send_msg_fd(fd: &OwnedFd, msg: &[u8], with: Option<BorrowedFd<'_>>) -> io::Result<()> {
+    let Some(with) = with else {
+        return send_msg(fd, msg);
+    };
+    let raw = [with.as_raw_fd()];
+    let cmsgs = [ControlMessage::ScmRights(&raw)];
+    loop {
+        match socket::sendmsg::<()>(
+            fd.as_raw_fd(),
+            &[IoSlice::new(msg)],
+            &cmsgs,
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        ) {
+            Ok(n) if n == msg.len() => return Ok(()),
+            Ok(_) => return Err(io::Error::other("short broker message send")),
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Receives one message and the fds attached to it (owned, so that a
+/// stray one is closed); `Ok(None)` when the peer closed the socket.
+/// Messages longer than [`bp::MAX_MESSAGE`] are refused.
+pub fn recv_msg_fds(fd: &OwnedFd, buf: &mut Vec<u8>) -> io::Result<Option<(usize, Vec<OwnedFd>)>> {
+    buf.resize(bp::MAX_MESSAGE + 1, 0);
+    match kmod_interface::fdpass::recv_with_fds(fd.as_fd(), buf) {
+        Ok((0, fds)) if fds.is_empty() => Ok(None),
+        Ok((n, _)) if n > bp::MAX_MESSAGE => Err(io::Error::other("oversized broker message")),
+        Ok((n, fds)) => Ok(Some((n, fds))),
+        Err(e) => Err(e),
     }
 }
 
@@ -118,6 +156,22 @@ impl Link {
     }
 }
 
+/// How long a claimant waits for the holder of a durable open to give it up.
+const CLAIM_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a claim's waiting thread receives: the open and its fd, or nothing.
+type ClaimResult = (Option<Box<MovedOpen>>, Option<OwnedFd>);
+
+/// A durable open being moved from worker `holder` to worker `claimant`
+/// (both by link id).
+struct Claim {
+    open_id: u64,
+    claimant: u64,
+    holder: u64,
+    to_owner: u64,
+    tx: std::sync::mpsc::SyncSender<ClaimResult>,
+}
+
 /// The broker and the links of all workers.
 #[derive(Default)]
 pub struct BrokerService {
@@ -133,6 +187,9 @@ pub struct BrokerService {
     /// `Wake` once it is done (by link). Until then waiters keep waiting, as
     /// the in-process broker's deferred wake-up makes them.
     unlinking: Mutex<HashMap<FileKey, u64>>,
+    /// Durable opens being moved between workers, by claim id.
+    claims: Mutex<HashMap<u64, Claim>>,
+    next_claim: AtomicU64,
 }
 
 impl BrokerService {
@@ -188,8 +245,8 @@ impl BrokerService {
     fn serve(self: Arc<Self>, id: u64, link: Arc<Link>, sock: OwnedFd) {
         let mut buf = Vec::new();
         loop {
-            let n = match recv_msg(&sock, &mut buf) {
-                Ok(Some(n)) => n,
+            let (n, mut fds) = match recv_msg_fds(&sock, &mut buf) {
+                Ok(Some(got)) => got,
                 Ok(None) => break,
                 Err(e) => {
                     warn!(worker = link.worker, %e, "broker link error");
@@ -207,13 +264,30 @@ impl BrokerService {
                 }
             };
             tracing::trace!(req = ?msg.req, "broker call");
-            let (resp, wake) = self.handle(id, &link, msg.req);
+            let (resp, wake, out_fd) = match msg.req {
+                Req::DurableClaim { open_id, to_owner } => {
+                    let (r, fd) = self.claim(id, open_id, to_owner);
+                    (r, None, fd)
+                }
+                Req::Surrendered {
+                    claim,
+                    from_owner,
+                    open,
+                } => {
+                    let r = self.surrendered(id, &link, claim, from_owner, open, fds.pop());
+                    (r, None, None)
+                }
+                req => {
+                    let (r, w) = self.handle(id, &link, req);
+                    (r, w, None)
+                }
+            };
             self.flush_all();
             if let Some(key) = wake {
                 self.wake(key);
             }
             let reply = bp::encode(&ToWorkerMsg::Reply { id: msg.id, resp });
-            if let Err(e) = send_msg(&sock, &reply) {
+            if let Err(e) = send_msg_fd(&sock, &reply, out_fd.as_ref().map(|f| f.as_fd())) {
                 debug!(worker = link.worker, %e, "broker reply not delivered");
             }
         }
@@ -254,10 +328,124 @@ impl BrokerService {
         }
     }
 
+    /// `Req::DurableClaim` from link `id`: finds the worker whose broker
+    /// opens include `open_id`, asks it to give the open up and waits for
+    /// its answer (handled by [`Self::surrendered`] on the holder's thread).
+    /// One claim of an open at a time: a concurrent one loses at once.
+    fn claim(&self, id: u64, open_id: u64, to_owner: u64) -> (Resp, Option<OwnedFd>) {
+        let none = (Resp::Moved(None), None);
+        let holder = {
+            let links = lock(&self.links);
+            links
+                .iter()
+                .find(|(_, l)| lock(&l.opens).iter().any(|(_, o)| *o == open_id))
+                .map(|(h, l)| (*h, l.clone()))
+        };
+        let Some((hid, hlink)) = holder else {
+            debug!(open_id, "durable claim: no worker has the open");
+            return none;
+        };
+        if hid == id {
+            // The claimant's own open, and not disconnected there.
+            return none;
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let claim = self.next_claim.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut c = lock(&self.claims);
+            if c.values().any(|p| p.open_id == open_id) {
+                debug!(open_id, "durable claim: another claim of the open is under way");
+                return none;
+            }
+            c.insert(
+                claim,
+                Claim {
+                    open_id,
+                    claimant: id,
+                    holder: hid,
+                    to_owner,
+                    tx,
+                },
+            );
+        }
+        hlink.send(&ToWorkerMsg::Surrender { claim, open_id });
+        let got = match rx.recv_timeout(CLAIM_TIMEOUT) {
+            Ok(g) => g,
+            Err(_) => {
+                // Still registered: the holder has not answered, and will
+                // find the claim gone (and keep the open). Otherwise its
+                // answer is being handled and is sent shortly.
+                if lock(&self.claims).remove(&claim).is_some() {
+                    warn!(open_id, worker = hlink.worker, "durable claim: the holder did not answer");
+                    return none;
+                }
+                rx.recv().unwrap_or((None, None))
+            }
+        };
+        match got {
+            (Some(m), Some(fd)) => (Resp::Moved(Some(m)), Some(fd)),
+            _ => none,
+        }
+    }
+
+    /// `Req::Surrendered` from holder link `hid`: re-owns the open's broker
+    /// records (its entry among the link's opens, and its oplock or lease
+    /// breaks) to the claimant and hands the open over. False tells the
+    /// holder that nobody took it.
+    fn surrendered(
+        &self,
+        hid: u64,
+        hlink: &Link,
+        claim: u64,
+        from_owner: u64,
+        open: Option<Box<MovedOpen>>,
+        fd: Option<OwnedFd>,
+    ) -> Resp {
+        let Some(p) = lock(&self.claims).remove(&claim) else {
+            debug!(claim, "surrendered open: its claimant gave up");
+            return Resp::Bool(false);
+        };
+        let fail = |p: Claim| {
+            let _ = p.tx.send((None, None));
+            Resp::Bool(false)
+        };
+        let (Some(mut open), Some(fd)) = (open, fd) else {
+            return fail(p);
+        };
+        if p.holder != hid || p.open_id != open.open_id {
+            warn!(claim, "surrendered open does not match its claim");
+            return fail(p);
+        }
+        let Some(clink) = lock(&self.links).get(&p.claimant).cloned() else {
+            return fail(p);
+        };
+        let key = FileKey::from(open.key);
+        if !lock(&hlink.opens).remove(&(key, open.open_id)) {
+            warn!(open_id = open.open_id, "surrendered open is not the holder's in the broker");
+            return fail(p);
+        }
+        lock(&clink.opens).insert((key, open.open_id));
+        open.purge = !self
+            .broker
+            .oplock_transfer(key, open.open_id, from_owner, p.to_owner);
+        info!(
+            open_id = open.open_id,
+            from = hlink.worker,
+            to = clink.worker,
+            purge = open.purge,
+            "durable open moved between workers"
+        );
+        let _ = p.tx.send((Some(open), Some(fd)));
+        Resp::Bool(true)
+    }
+
     /// The worker is gone: closes its opens (releasing their locks and
     /// oplocks), forgets its break owners and watches, wakes waiters.
     fn detach(&self, id: u64, link: &Link) {
         lock(&self.links).remove(&id);
+        // Claims waiting for this worker's answer fail now (dropping their
+        // senders wakes the claimants).
+        lock(&self.claims).retain(|_, c| c.holder != id);
         let owners: Vec<u64> = {
             let mut o = lock(&self.owners);
             let mine: Vec<u64> = o
@@ -560,6 +748,9 @@ impl BrokerService {
                 let r = b.unlock(key, open_id, offset, length);
                 return (Resp::Status(status(r)), r.is_ok().then_some(key));
             }
+            // Served by `serve` itself (they carry fds).
+            Req::DurableClaim { .. } => Resp::Moved(None),
+            Req::Surrendered { .. } => Resp::Bool(false),
             Req::CheckIo {
                 key,
                 open_id,
