@@ -78,11 +78,12 @@ impl OfdMirror {
     /// open moved between workers).
     pub fn with_locks(fd: Arc<OwnedFd>, locks: &[(u64, u64, bool)]) -> OfdMirror {
         let m = OfdMirror::new(fd);
-        m.held().extend(locks.iter().map(|&(offset, length, exclusive)| Held {
-            offset,
-            length,
-            exclusive,
-        }));
+        m.held()
+            .extend(locks.iter().map(|&(offset, length, exclusive)| Held {
+                offset,
+                length,
+                exclusive,
+            }));
         m
     }
 

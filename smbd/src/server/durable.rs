@@ -14,17 +14,17 @@
 use super::files::{close_open_in, LockSequences, Open};
 use super::state::ServerState;
 use super::workers::broker_proto::{bytes_path, path_bytes, MovedOpen};
-use crate::posix::locks::OfdMirror;
-use kmod_interface::identity::Identity;
-use std::os::fd::AsFd;
 use crate::fsa::lease::LeaseId;
 use crate::fsa::oplock::{BreakNotice, Level};
+use crate::posix::locks::OfdMirror;
 use crate::wire::create::{
     ctx, CreateContext, DurableHandleReconnect, DurableHandleReconnectV2, DurableHandleRequest,
     DurableHandleRequestV2,
 };
 use crate::wire::{FileId, NtStatus};
+use kmod_interface::identity::Identity;
 use std::collections::HashMap;
+use std::os::fd::AsFd;
 use std::sync::{Arc, Mutex, MutexGuard, Once};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -233,7 +233,10 @@ async fn surrender_on_claim(st: Arc<ServerState>, mut rx: mpsc::UnboundedReceive
             match t.get(&id) {
                 // A kernel lease belongs to this process's signal handling.
                 Some(d) if super::kernel_oplock::enabled(&d.open.share) => {
-                    info!(fid = id, "durable open on a kernel-oplock share stays on its worker");
+                    info!(
+                        fid = id,
+                        "durable open on a kernel-oplock share stays on its worker"
+                    );
                     None
                 }
                 Some(_) => t.remove(&id),
@@ -242,7 +245,9 @@ async fn surrender_on_claim(st: Arc<ServerState>, mut rx: mpsc::UnboundedReceive
         };
         let st2 = st.clone();
         let given = tokio::task::spawn_blocking(move || {
-            let moved = taken.as_ref().map(|d| (Box::new(moved_open(d)), d.open.fd.clone()));
+            let moved = taken
+                .as_ref()
+                .map(|d| (Box::new(moved_open(d)), d.open.fd.clone()));
             let ok = st2.broker.surrendered(
                 claim,
                 st2.disconnected_owner,
@@ -319,10 +324,11 @@ pub async fn claim(st: &Arc<ServerState>, id: u64) -> bool {
     }
     ensure_started(st);
     let st2 = st.clone();
-    let got = tokio::task::spawn_blocking(move || st2.broker.durable_claim(id, st2.disconnected_owner))
-        .await
-        .ok()
-        .flatten();
+    let got =
+        tokio::task::spawn_blocking(move || st2.broker.durable_claim(id, st2.disconnected_owner))
+            .await
+            .ok()
+            .flatten();
     let Some((m, fd)) = got else {
         return false;
     };
@@ -375,12 +381,17 @@ pub async fn claim(st: &Arc<ServerState>, id: u64) -> bool {
         ofd,
     };
     if m.purge {
-        info!(fid = id, "moved durable open was being purged by a conflicting open; closed");
+        info!(
+            fid = id,
+            "moved durable open was being purged by a conflicting open; closed"
+        );
         close_open_in(st, open).await;
         return false;
     }
     let deadline = Instant::now() + m.remaining;
-    st.durable.lock().insert(id, Disconnected { open, deadline });
+    st.durable
+        .lock()
+        .insert(id, Disconnected { open, deadline });
     spawn_expiry(st, id, deadline);
     true
 }

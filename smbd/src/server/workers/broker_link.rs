@@ -757,7 +757,10 @@ impl BrokerHandle {
         let BrokerHandle::Remote(r) = self else {
             return None;
         };
-        match r.inner.call_fd(Req::DurableClaim { open_id, to_owner }, None) {
+        match r
+            .inner
+            .call_fd(Req::DurableClaim { open_id, to_owner }, None)
+        {
             Some((Resp::Moved(Some(m)), Some(fd))) => Some((m, fd)),
             Some((Resp::Moved(None), _)) => None,
             r => {
@@ -1123,7 +1126,7 @@ impl BrokerHandle {
 
 #[cfg(test)]
 mod tests {
-    use super::super::broker_service::BrokerService;
+    use super::super::broker_service::{send_msg, BrokerService};
     use super::*;
     use crate::fsa::types::{access, share};
     use tokio::sync::mpsc;
@@ -1240,6 +1243,179 @@ mod tests {
             Ok(Opened::Granted(Level::NoOplock))
         );
         assert_eq!(a.oplock_level(K, 10), Level::LevelII);
+    }
+
+    /// What a holder sends for open `id` (the fields the broker reads).
+    fn moved(id: u64) -> Box<MovedOpen> {
+        Box::new(MovedOpen {
+            open_id: id,
+            key: K.into(),
+            share: "s".into(),
+            path: b"f".to_vec(),
+            smb_name: "f".into(),
+            is_dir: false,
+            access: RW,
+            uid: 1,
+            gid: 1,
+            groups: vec![],
+            position: 0,
+            mode: 0,
+            write_time: OpenWriteTime::default(),
+            stream: None,
+            durable_v2: true,
+            create_guid: [1; 16],
+            client_guid: [2; 16],
+            timeout: Duration::from_secs(60),
+            share_access: share::READ,
+            keeper_id: None,
+            lock_seq: vec![0xff; 64],
+            ofd_locks: vec![],
+            remaining: Duration::from_secs(50),
+            purge: false,
+        })
+    }
+
+    fn three() -> (Arc<BrokerService>, [BrokerHandle; 3]) {
+        let svc = BrokerService::new();
+        let h = |i| BrokerHandle::Remote(RemoteBroker::new(svc.attach(i, 2).unwrap()).unwrap());
+        let hs = [h(0), h(1), h(2)];
+        (svc, hs)
+    }
+
+    /// Worker `a` holds open 7 (batch oplock, read sharing, a lock) as a
+    /// disconnected durable open of owner `da`.
+    fn hold_disconnected(a: &BrokerHandle, da: u64) {
+        let (tx, _rx) = mpsc::unbounded_channel();
+        a.register_break_sink(da, tx);
+        let i = intent(1 << 48 | 1, Level::Batch);
+        let r = a.open_with(K, "f".into(), 7, RW, share::READ, false, &i);
+        assert_eq!(r, Ok(Opened::Granted(Level::Batch)));
+        a.lock(K, 7, 0, 10, true).unwrap();
+        assert!(a.oplock_disconnect(K, 7, da));
+    }
+
+    fn shut(h: &BrokerHandle) {
+        if let BrokerHandle::Remote(r) = h {
+            for c in lock(&r.inner.idle).iter() {
+                socket::shutdown(std::os::fd::AsRawFd::as_raw_fd(c), socket::Shutdown::Both)
+                    .unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn durable_open_moves_between_workers() {
+        let (_svc, [a, b, c]) = three();
+        let (da, db) = (u64::MAX - 1, u64::MAX - 2);
+        hold_disconnected(&a, da);
+        let (stx, mut srx) = mpsc::unbounded_channel();
+        a.set_surrender_sink(stx);
+        let (btx, mut brx) = mpsc::unbounded_channel();
+        b.register_break_sink(db, btx);
+        let file = tempfile::tempfile().unwrap();
+        let ino =
+            |f: &dyn std::os::fd::AsRawFd| nix::sys::stat::fstat(f.as_raw_fd()).unwrap().st_ino;
+        let got = std::thread::scope(|s| {
+            let claimant = s.spawn(|| b.durable_claim(7, db));
+            let (claim, id) = srx.blocking_recv().unwrap();
+            assert_eq!(id, 7);
+            let fd = std::os::fd::AsFd::as_fd(&file);
+            assert!(a.surrendered(claim, da, Some((moved(7), fd))));
+            claimant.join().unwrap()
+        });
+        let (m, fd) = got.expect("the claimant gets the open");
+        assert_eq!((m.open_id, m.purge, m.create_guid), (7, false, [1; 16]));
+        assert_eq!(ino(&fd), ino(&file));
+        // The old holder dies: the open is the claimant's now, so it stays.
+        shut(&a);
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(b.open_count(K), 1);
+        assert_eq!(
+            c.open_with(K, "f".into(), 8, RW, share::ALL, false, &Intent::none()),
+            Err(NtStatus::SHARING_VIOLATION)
+        );
+        // The lock moved too (the claimant can release it, once).
+        b.unlock(K, 7, 0, 10).unwrap();
+        assert!(b.unlock(K, 7, 0, 10).is_err());
+        // Its oplock's breaks go to the claimant's disconnected owner.
+        let i = intent(3 << 48 | 1, Level::Batch);
+        assert_eq!(
+            c.open_with(K, "f".into(), 8, RW, share::ALL, false, &i),
+            Ok(Opened::Wait)
+        );
+        let n = brx.blocking_recv().unwrap();
+        assert_eq!((n.owner, n.open_id), (db, 7));
+    }
+
+    #[test]
+    fn concurrent_claims_have_one_winner() {
+        let (_svc, [a, b, c]) = three();
+        let da = u64::MAX - 1;
+        hold_disconnected(&a, da);
+        let (stx, mut srx) = mpsc::unbounded_channel();
+        a.set_surrender_sink(stx);
+        let file = tempfile::tempfile().unwrap();
+        let (rb, rc) = std::thread::scope(|s| {
+            let tb = s.spawn(|| b.durable_claim(7, u64::MAX - 2));
+            let tc = s.spawn(|| c.durable_claim(7, u64::MAX - 3));
+            // The holder gives the open to the first claim that reaches it
+            // and has nothing left for a later one.
+            let mut given = false;
+            let t0 = Instant::now();
+            while !(tb.is_finished() && tc.is_finished()) {
+                assert!(t0.elapsed() < Duration::from_secs(10), "claims hang");
+                match srx.try_recv() {
+                    Ok((claim, _)) if !given => {
+                        given = true;
+                        let fd = std::os::fd::AsFd::as_fd(&file);
+                        assert!(a.surrendered(claim, da, Some((moved(7), fd))));
+                    }
+                    Ok((claim, _)) => assert!(!a.surrendered(claim, da, None)),
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+            (tb.join().unwrap(), tc.join().unwrap())
+        });
+        assert!(rb.is_some() != rc.is_some(), "exactly one claim wins");
+        // An open nobody has, and one the holder no longer has.
+        assert!(b.durable_claim(99, 5).is_none());
+        let (stx, mut srx) = mpsc::unbounded_channel();
+        let (_svc, [a, b, _c]) = three();
+        hold_disconnected(&a, da);
+        a.set_surrender_sink(stx);
+        let r = std::thread::scope(|s| {
+            let t = s.spawn(|| b.durable_claim(7, 5));
+            let (claim, _) = srx.blocking_recv().unwrap();
+            assert!(!a.surrendered(claim, da, None));
+            t.join().unwrap()
+        });
+        assert!(r.is_none());
+        assert_eq!(a.open_count(K), 1, "a refused claim leaves the open alone");
+    }
+
+    #[test]
+    fn an_open_being_purged_moves_only_to_be_closed() {
+        let (_svc, [a, b, c]) = three();
+        let da = u64::MAX - 1;
+        hold_disconnected(&a, da);
+        // A conflicting open breaks the disconnected open's oplock.
+        let i = intent(3 << 48 | 1, Level::NoOplock);
+        assert_eq!(
+            c.open_with(K, "f".into(), 8, RW, share::ALL, false, &i),
+            Ok(Opened::Wait)
+        );
+        let (stx, mut srx) = mpsc::unbounded_channel();
+        a.set_surrender_sink(stx);
+        let file = tempfile::tempfile().unwrap();
+        let got = std::thread::scope(|s| {
+            let t = s.spawn(|| b.durable_claim(7, u64::MAX - 2));
+            let (claim, _) = srx.blocking_recv().unwrap();
+            let fd = std::os::fd::AsFd::as_fd(&file);
+            assert!(a.surrendered(claim, da, Some((moved(7), fd))));
+            t.join().unwrap()
+        });
+        let (m, _fd) = got.expect("moved");
+        assert!(m.purge, "the claimant must close it");
     }
 
     #[test]

@@ -15,9 +15,9 @@ use std::collections::{HashMap, HashSet};
 use std::io;
 use std::io::IoSlice;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::time::Duration;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::sys::socket::{self, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType};
@@ -354,7 +354,10 @@ impl BrokerService {
         {
             let mut c = lock(&self.claims);
             if c.values().any(|p| p.open_id == open_id) {
-                debug!(open_id, "durable claim: another claim of the open is under way");
+                debug!(
+                    open_id,
+                    "durable claim: another claim of the open is under way"
+                );
                 return none;
             }
             c.insert(
@@ -376,7 +379,11 @@ impl BrokerService {
                 // find the claim gone (and keep the open). Otherwise its
                 // answer is being handled and is sent shortly.
                 if lock(&self.claims).remove(&claim).is_some() {
-                    warn!(open_id, worker = hlink.worker, "durable claim: the holder did not answer");
+                    warn!(
+                        open_id,
+                        worker = hlink.worker,
+                        "durable claim: the holder did not answer"
+                    );
                     return none;
                 }
                 rx.recv().unwrap_or((None, None))
@@ -421,7 +428,10 @@ impl BrokerService {
         };
         let key = FileKey::from(open.key);
         if !lock(&hlink.opens).remove(&(key, open.open_id)) {
-            warn!(open_id = open.open_id, "surrendered open is not the holder's in the broker");
+            warn!(
+                open_id = open.open_id,
+                "surrendered open is not the holder's in the broker"
+            );
             return fail(p);
         }
         lock(&clink.opens).insert((key, open.open_id));
