@@ -575,6 +575,7 @@ fn leased_durable_handle_refuses_another_client_guid() {
         "OK lease-based durable v2 open; the keeper's record carries its lease key",
         "OK in the worker: another ClientGuid refused, the owner's ClientGuid reconnects",
         "OK through the keeper: another ClientGuid refused, record",
+        "OK through the keeper: the owner's ClientGuid gets the leased handle back",
     ] {
         assert!(stdout.contains(step), "missing {step:?}:\n{stdout}");
     }

@@ -970,13 +970,32 @@ impl Connection {
                 _ => NtStatus::OBJECT_NAME_NOT_FOUND,
             }
         })?;
-        if rec.lease_key.is_some() {
-            // The keeper accepted the binding, but the lease itself lived in
-            // the dead worker's broker; rebuilding it is not implemented. The
-            // record stays (a Fetch changes nothing) until it times out.
-            info!(fid = file_id.persistent, keeper_id = rec.id, path = %rec.path, "a lease-based durable handle cannot be rebuilt after a worker crash yet");
-            return Err(NtStatus::OBJECT_NAME_NOT_FOUND);
-        }
+        // A lease-based handle gets its lease back (the supervisor's broker
+        // dropped it with the dead worker's opens): same key, the state the
+        // record holds, the version and epoch of the request's context. The
+        // keeper has checked the key and the ClientGuid.
+        let lease = match rec.lease_key {
+            None => None,
+            Some(key) if self.leasing() => {
+                let l = CreateContext::find(&req.contexts, crate::wire::create::ctx::REQUEST_LEASE)
+                    .and_then(|c| LeaseContext::decode(&c.data).ok());
+                let v2 = l.and_then(|l| l.v2).filter(|_| self.neg.dialect >= 0x0300);
+                Some(crate::fsa::lease::LeaseRequest {
+                    id: (self.neg.client_guid, key),
+                    state: rec.lease_state,
+                    v2: v2.is_some(),
+                    epoch: v2.map_or(0, |v| v.epoch),
+                    parent: None,
+                })
+            }
+            Some(_) => {
+                info!(
+                    fid = file_id.persistent,
+                    "a lease-based durable handle needs leasing on the connection"
+                );
+                return Err(NtStatus::OBJECT_NAME_NOT_FOUND);
+            }
+        };
         let open_id = rec.persistent_file_id;
         if !rec.share.eq_ignore_ascii_case(&share.name)
             || open_id != file_id.persistent
@@ -995,9 +1014,15 @@ impl Connection {
             stream: 0,
         };
         let path = PathBuf::from(&rec.path);
+        let requested = if lease.is_some() {
+            crate::fsa::oplock::WIRE_LEASE
+        } else {
+            Level::Batch.wire()
+        };
         let intent = Intent {
             may_break: false,
-            ..self.oplock_intent(share, Level::Batch.wire(), disposition::OPEN, false)
+            lease,
+            ..self.oplock_intent(share, requested, disposition::OPEN, false)
         };
         let opened = self.st.broker.open_with(
             key,
@@ -1008,8 +1033,23 @@ impl Connection {
             false,
             &intent,
         );
+        // The lease must come back caching handles: an open that would have
+        // taken H away (a sharing conflict) would have purged the handle.
+        // One that took only W (compatible sharing) would not have, and the
+        // lease comes back without W then.
+        let lease_back = |id| {
+            self.st
+                .broker
+                .lease_grant(key, id)
+                .is_some_and(|g| g.state & crate::fsa::lease::H != 0)
+        };
+        let restored = match (&opened, lease) {
+            (Ok(Opened::Granted(_)), Some(l)) => lease_back(l.id),
+            (Ok(Opened::Granted(Level::Batch)), None) => true,
+            _ => false,
+        };
         match opened {
-            Ok(Opened::Granted(Level::Batch)) => {}
+            _ if restored => {}
             other => {
                 if matches!(other, Ok(Opened::Granted(_))) {
                     self.st.broker.close(key, open_id);
@@ -1029,9 +1069,13 @@ impl Connection {
             persistent: open_id,
             volatile: open_id,
         };
-        info!(fid = open_id, path = %rec.path, user = %user.name, keeper_id = rec.id, "durable open rebuilt from the handle keeper");
+        info!(fid = open_id, path = %rec.path, user = %user.name, keeper_id = rec.id, leased = lease.is_some(), "durable open rebuilt from the handle keeper");
+        let mut contexts =
+            reply_contexts(&req.contexts, &meta, &user.identity, tree_ro, share.serial);
+        let lease_ctx = lease.and_then(|l| self.lease_context(key, l.id));
+        contexts.extend(lease_ctx.clone());
         let resp = CreateResponse {
-            oplock_level: Level::Batch.wire(),
+            oplock_level: Level::Batch.response_level(lease_ctx.is_some()),
             flags: 0,
             create_action: action::OPENED,
             creation_time: meta.creation_time,
@@ -1042,7 +1086,7 @@ impl Connection {
             end_of_file: meta.size,
             file_attributes: meta.attributes,
             file_id: fid,
-            contexts: reply_contexts(&req.contexts, &meta, &user.identity, tree_ro, share.serial),
+            contexts,
         };
         self.opens.insert(
             open_id,
