@@ -584,3 +584,20 @@ fn leased_durable_handle_refuses_another_client_guid() {
         "{klog}"
     );
 }
+
+/// The supervisor keeps a dead worker's kept durable opens in its broker
+/// (share mode, oplock, byte-range locks): the handle comes back through the
+/// keeper with its lock, and a conflicting open purges it meanwhile.
+#[test]
+fn kept_durable_handle_keeps_its_lock_across_a_worker_crash() {
+    let Some((stdout, _)) = run_with_keeper("durable_keeper_locks.py", "", false) else {
+        return;
+    };
+    for step in [
+        "OK durable open with a lock; worker killed while it was disconnected",
+        "OK after the crash the handle comes back with its lock",
+        "OK a conflicting open purges the orphaned handle",
+    ] {
+        assert!(stdout.contains(step), "missing {step:?}:\n{stdout}");
+    }
+}

@@ -626,6 +626,18 @@ impl Broker {
         true
     }
 
+    /// The byte-range locks open `open_id` holds (offset, length,
+    /// exclusive), in grant order.
+    pub fn locks_of(&self, key: FileKey, open_id: u64) -> Vec<(u64, u64, bool)> {
+        self.files().get(&key).map_or_else(Vec::new, |st| {
+            st.locks
+                .iter()
+                .filter(|l| l.open_id == open_id)
+                .map(|l| (l.offset, l.length, l.exclusive))
+                .collect()
+        })
+    }
+
     /// The lease an open shares, if any.
     pub fn open_lease(&self, key: FileKey, open_id: u64) -> Option<LeaseId> {
         self.files()

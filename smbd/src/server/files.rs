@@ -738,6 +738,9 @@ impl Connection {
                 rec.oplock_level = crate::fsa::oplock::WIRE_LEASE;
             }
             d.keeper_id = k.deposit(&rec, fd.as_fd()).await;
+            if d.keeper_id.is_some() {
+                self.st.broker.durable_kept(key, open_id, d.timeout);
+            }
         }
         self.opens.insert(
             open_id,
@@ -1007,13 +1010,37 @@ impl Connection {
         let fd = Arc::new(fd);
         let ofd_fd = fd.clone();
         let f2 = fd.clone();
-        let mut meta = fs(user.identity.clone(), move || posix::stat(f2.as_fd())).await?;
+        let meta = fs(user.identity.clone(), move || posix::stat(f2.as_fd())).await?;
         let key = FileKey {
             dev: meta.dev,
             ino: meta.ino,
             stream: 0,
         };
         let path = PathBuf::from(&rec.path);
+        // The supervisor may have kept the dead worker's records of the open
+        // (share mode, oplock or lease, byte-range locks): take them over.
+        if let Some((level, locks)) = self.st.broker.adopt_orphan(key, open_id, self.conn_id) {
+            info!(
+                fid = open_id,
+                locks = locks.len(),
+                "the broker kept the dead worker's open; adopted"
+            );
+            let mirror =
+                posix_locking(share).then(|| Arc::new(OfdMirror::with_locks(ofd_fd, &locks)));
+            return self
+                .keeper_rebuilt(
+                    ctx,
+                    req,
+                    &rec,
+                    fd,
+                    key,
+                    meta,
+                    level,
+                    mirror,
+                    (share, tree_ro, tree_id, user),
+                )
+                .await;
+        }
         let requested = if lease.is_some() {
             crate::fsa::oplock::WIRE_LEASE
         } else {
@@ -1061,7 +1088,50 @@ impl Connection {
                 return Err(NtStatus::OBJECT_NAME_NOT_FOUND);
             }
         }
-        keeper.reconnected(rec.id).await;
+        // The description may still carry the dead worker's mirrored locks;
+        // they stay until close (the broker lost them with the worker).
+        let mirror = posix_locking(share).then(|| Arc::new(OfdMirror::new(ofd_fd)));
+        let level = if lease.is_some() {
+            Level::NoOplock
+        } else {
+            Level::Batch
+        };
+        self.keeper_rebuilt(
+            ctx,
+            req,
+            &rec,
+            fd,
+            key,
+            meta,
+            level,
+            mirror,
+            (share, tree_ro, tree_id, user),
+        )
+        .await
+    }
+
+    /// The end of [`Self::keeper_reconnect`]: the broker holds the open
+    /// again (`level`, or a lease); reports the reconnect to the keeper and
+    /// answers.
+    #[allow(clippy::too_many_arguments)]
+    async fn keeper_rebuilt(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        req: &CreateRequest,
+        rec: &holdfast_keeper_proto::Record,
+        fd: Arc<OwnedFd>,
+        key: FileKey,
+        mut meta: FileMeta,
+        level: Level,
+        ofd: Option<Arc<OfdMirror>>,
+        (share, tree_ro, tree_id, user): (&Arc<Share>, bool, u32, &super::session::User),
+    ) -> Result<Reply, NtStatus> {
+        let open_id = rec.persistent_file_id;
+        let timeout = std::time::Duration::from_millis(u64::from(rec.timeout_ms));
+        if let Some(keeper) = self.st.keeper.as_ref() {
+            keeper.reconnected(rec.id).await;
+        }
+        self.st.broker.durable_kept(key, open_id, timeout);
         if let Some(t) = self.st.broker.write_time(key) {
             meta.last_write_time = t;
         }
@@ -1069,13 +1139,17 @@ impl Connection {
             persistent: open_id,
             volatile: open_id,
         };
-        info!(fid = open_id, path = %rec.path, user = %user.name, keeper_id = rec.id, leased = lease.is_some(), "durable open rebuilt from the handle keeper");
+        info!(fid = open_id, path = %rec.path, user = %user.name, keeper_id = rec.id, "durable open rebuilt from the handle keeper");
         let mut contexts =
             reply_contexts(&req.contexts, &meta, &user.identity, tree_ro, share.serial);
-        let lease_ctx = lease.and_then(|l| self.lease_context(key, l.id));
+        let lease_ctx = self
+            .st
+            .broker
+            .open_lease(key, open_id)
+            .and_then(|id| self.lease_context(key, id));
         contexts.extend(lease_ctx.clone());
         let resp = CreateResponse {
-            oplock_level: Level::Batch.response_level(lease_ctx.is_some()),
+            oplock_level: level.response_level(lease_ctx.is_some()),
             flags: 0,
             create_action: action::OPENED,
             creation_time: meta.creation_time,
@@ -1097,7 +1171,7 @@ impl Connection {
                 share: share.clone(),
                 fd,
                 key,
-                path,
+                path: PathBuf::from(&rec.path),
                 smb_name: rec.path.replace('/', "\\"),
                 is_dir: false,
                 access: rec.desired_access,
@@ -1111,14 +1185,12 @@ impl Connection {
                     v2: rec.kind.is_v2(),
                     create_guid: rec.create_guid,
                     client_guid: rec.client_guid,
-                    timeout: std::time::Duration::from_millis(u64::from(rec.timeout_ms)),
+                    timeout,
                     share_access: rec.share_access,
                     keeper_id: Some(rec.id),
                 }),
                 lock_seq: LockSequences::default(),
-                // The description may still carry the dead worker's mirrored
-                // locks; they stay until close (the broker has lost them).
-                ofd: posix_locking(share).then(|| Arc::new(OfdMirror::new(ofd_fd))),
+                ofd,
             },
         );
         ctx.related_fid = Some(fid);

@@ -735,6 +735,48 @@ impl BrokerHandle {
         }
     }
 
+    /// Tells the supervisor that durable open `open_id` is held by the
+    /// handle keeper too: its broker records outlive this worker (for
+    /// `timeout`) if it dies. Nothing to do in a single process.
+    pub fn durable_kept(&self, key: FileKey, open_id: u64, timeout: Duration) {
+        if let BrokerHandle::Remote(r) = self {
+            Self::unit(
+                r,
+                Req::DurableKept {
+                    key: Self::k(key),
+                    open_id,
+                    timeout,
+                },
+            );
+        }
+    }
+
+    /// Takes over the broker records of kept durable open `open_id` that a
+    /// dead worker left, breaks going to `owner`: its oplock level and
+    /// byte-range locks. None if there are none (purged, timed out, or the
+    /// supervisor restarted).
+    pub fn adopt_orphan(
+        &self,
+        key: FileKey,
+        open_id: u64,
+        owner: u64,
+    ) -> Option<(Level, bp::Locks)> {
+        let BrokerHandle::Remote(r) = self else {
+            return None;
+        };
+        match r.inner.call(Req::AdoptOrphan {
+            key: Self::k(key),
+            open_id,
+            owner,
+        }) {
+            Some(Resp::Adopted(a)) => a.map(|(l, locks)| (Level::from_wire(l), locks)),
+            r => {
+                odd(r);
+                None
+            }
+        }
+    }
+
     /// Whether this is the supervisor's broker (other workers exist).
     pub fn is_remote(&self) -> bool {
         matches!(self, BrokerHandle::Remote(_))

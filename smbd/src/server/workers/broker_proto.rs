@@ -465,7 +465,27 @@ pub enum Req {
         from_owner: u64,
         open: Option<Box<MovedOpen>>,
     },
+    /// Open `open_id` is durable and the handle keeper holds its fd: if this
+    /// worker dies, the supervisor keeps its broker records (share mode,
+    /// oplock or lease, byte-range locks) for `timeout` instead of closing
+    /// them, until a conflicting open purges it or a worker adopts it.
+    DurableKept {
+        key: Key,
+        open_id: u64,
+        timeout: Duration,
+    },
+    /// A worker rebuilding open `open_id` from the keeper takes over the
+    /// records a dead worker left (`Resp::Adopted`), breaks going to
+    /// `owner`.
+    AdoptOrphan {
+        key: Key,
+        open_id: u64,
+        owner: u64,
+    },
 }
+
+/// Byte-range locks of one open: (offset, length, exclusive).
+pub type Locks = Vec<(u64, u64, bool)>;
 
 /// What a worker needs to rebuild a disconnected durable open another
 /// worker gave up (the fd travels beside it as SCM_RIGHTS). The broker's
@@ -497,7 +517,7 @@ pub struct MovedOpen {
     /// Open.LockSequenceArray.
     pub lock_seq: Vec<u8>,
     /// The OFD-mirrored byte-range locks (offset, length, exclusive).
-    pub ofd_locks: Vec<(u64, u64, bool)>,
+    pub ofd_locks: Locks,
     /// Time left before the disconnected open times out.
     pub remaining: Duration,
     /// Set by the supervisor: the open was being broken when it moved, so
@@ -534,6 +554,9 @@ pub enum Resp {
     State(Result<u32, u32>),
     /// `DurableClaim`: the open taken over (its fd attached), if any.
     Moved(Option<Box<MovedOpen>>),
+    /// `AdoptOrphan`: the open's oplock level and byte-range locks (offset,
+    /// length, exclusive), if the broker still had it.
+    Adopted(Option<(u8, Locks)>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

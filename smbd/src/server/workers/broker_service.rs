@@ -134,6 +134,9 @@ struct Link {
     breaks_tx: mpsc::UnboundedSender<BreakNotice>,
     /// Opens this worker holds in the broker (closed if it dies).
     opens: Mutex<HashSet<(FileKey, u64)>>,
+    /// Those of them that are durable with the keeper holding their fd, and
+    /// their durable timeout (kept as orphans if the worker dies).
+    kept: Mutex<HashMap<(FileKey, u64), Duration>>,
 }
 
 impl Link {
@@ -172,6 +175,16 @@ struct Claim {
     tx: std::sync::mpsc::SyncSender<ClaimResult>,
 }
 
+/// Break owner of the orphans: a dead worker's durable opens whose fd the
+/// handle keeper holds (unlike any connection id or disconnected-open owner).
+pub const ORPHAN_OWNER: u64 = u64::MAX - 0x2_0000;
+
+/// A dead worker's kept durable open, waiting for a worker to adopt it.
+struct Orphan {
+    key: FileKey,
+    deadline: std::time::Instant,
+}
+
 /// The broker and the links of all workers.
 #[derive(Default)]
 pub struct BrokerService {
@@ -190,6 +203,11 @@ pub struct BrokerService {
     /// Durable opens being moved between workers, by claim id.
     claims: Mutex<HashMap<u64, Claim>>,
     next_claim: AtomicU64,
+    /// Orphaned durable opens by open id.
+    orphans: Mutex<HashMap<u64, Orphan>>,
+    /// Started with the first orphan: the thread that purges orphans on a
+    /// break or at their deadline.
+    reaper: std::sync::OnceLock<()>,
 }
 
 impl BrokerService {
@@ -214,6 +232,7 @@ impl BrokerService {
             breaks_rx: Mutex::new(rx),
             breaks_tx: tx,
             opens: Mutex::new(HashSet::new()),
+            kept: Mutex::new(HashMap::new()),
         });
         lock(&self.links).insert(id, link.clone());
         let mut theirs = Vec::new();
@@ -236,7 +255,7 @@ impl BrokerService {
         })
     }
 
-    fn call_socket_closed(&self, id: u64, link: &Link) {
+    fn call_socket_closed(self: &Arc<Self>, id: u64, link: &Link) {
         if link.serving.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.detach(id, link);
         }
@@ -435,6 +454,9 @@ impl BrokerService {
             return fail(p);
         }
         lock(&clink.opens).insert((key, open.open_id));
+        if let Some(t) = lock(&hlink.kept).remove(&(key, open.open_id)) {
+            lock(&clink.kept).insert((key, open.open_id), t);
+        }
         open.purge = !self
             .broker
             .oplock_transfer(key, open.open_id, from_owner, p.to_owner);
@@ -449,9 +471,63 @@ impl BrokerService {
         Resp::Bool(true)
     }
 
+    /// Registers the orphans' break owner and starts the thread that purges
+    /// them: a break (a conflicting open) or their deadline closes them in
+    /// the broker, as the dead worker would have. The keeper's record times
+    /// out on its own.
+    fn start_reaper(self: &Arc<Self>) {
+        self.reaper.get_or_init(|| {
+            let (tx, mut rx) = mpsc::unbounded_channel();
+            self.broker.register_break_sink(ORPHAN_OWNER, tx);
+            let me = Arc::downgrade(self);
+            let started = std::thread::Builder::new()
+                .name("broker-orphans".into())
+                .spawn(move || loop {
+                    std::thread::sleep(Duration::from_millis(100));
+                    let Some(me) = me.upgrade() else {
+                        return;
+                    };
+                    let mut gone = Vec::new();
+                    while let Ok(n) = rx.try_recv() {
+                        gone.push(n.open_id);
+                    }
+                    let now = std::time::Instant::now();
+                    gone.extend(
+                        lock(&me.orphans)
+                            .iter()
+                            .filter(|(_, o)| o.deadline <= now)
+                            .map(|(id, _)| *id),
+                    );
+                    me.purge_orphans(&gone);
+                });
+            if let Err(e) = started {
+                warn!(%e, "cannot start the orphan reaper; orphans live until adopted");
+            }
+        });
+    }
+
+    fn purge_orphans(&self, ids: &[u64]) {
+        let mut any = false;
+        for id in ids {
+            let Some(o) = lock(&self.orphans).remove(id) else {
+                continue;
+            };
+            info!(
+                open_id = id,
+                "orphaned durable open purged (conflicting open or timeout)"
+            );
+            self.broker.close(o.key, *id);
+            self.wake(o.key);
+            any = true;
+        }
+        if any {
+            self.flush_all();
+        }
+    }
+
     /// The worker is gone: closes its opens (releasing their locks and
     /// oplocks), forgets its break owners and watches, wakes waiters.
-    fn detach(&self, id: u64, link: &Link) {
+    fn detach(self: &Arc<Self>, id: u64, link: &Link) {
         lock(&self.links).remove(&id);
         // Claims waiting for this worker's answer fail now (dropping their
         // senders wakes the claimants).
@@ -491,8 +567,25 @@ impl BrokerService {
             self.wake(key);
         }
         let opens: Vec<_> = lock(&link.opens).drain().collect();
-        let n = opens.len();
+        let kept = std::mem::take(&mut *lock(&link.kept));
+        let mut n = opens.len();
         for (key, open_id) in opens {
+            // A durable open whose fd the keeper holds stays, as a
+            // disconnected one would, if its oplock or lease still caches
+            // the handle.
+            if let Some(timeout) = kept.get(&(key, open_id)) {
+                if self.broker.oplock_disconnect(key, open_id, ORPHAN_OWNER) {
+                    self.start_reaper();
+                    let deadline = std::time::Instant::now() + *timeout;
+                    lock(&self.orphans).insert(open_id, Orphan { key, deadline });
+                    info!(
+                        worker = link.worker,
+                        open_id, "a dead worker's durable open is kept for the handle keeper"
+                    );
+                    n -= 1;
+                    continue;
+                }
+            }
             let out = self.broker.close(key, open_id);
             if let Some(p) = out.delete {
                 debug!(path = %p.display(), "delete-on-close of a dead worker's open not done");
@@ -544,6 +637,7 @@ impl BrokerService {
             Req::Close { key, open_id } => {
                 let key = FileKey::from(key);
                 lock(&link.opens).remove(&(key, open_id));
+                lock(&link.kept).remove(&(key, open_id));
                 let out = b.close(key, open_id);
                 return (Resp::Close(out.into()), Some(key));
             }
@@ -555,6 +649,7 @@ impl BrokerService {
                 let key = FileKey::from(key);
                 b.write_time_close(key, &mut open);
                 lock(&link.opens).remove(&(key, open_id));
+                lock(&link.kept).remove(&(key, open_id));
                 let (out, w) = b.close_deferring_wake(key, open_id);
                 let deferred = w.is_some();
                 if deferred {
@@ -566,6 +661,7 @@ impl BrokerService {
             Req::CloseDeferringWake { key, open_id } => {
                 let key = FileKey::from(key);
                 lock(&link.opens).remove(&(key, open_id));
+                lock(&link.kept).remove(&(key, open_id));
                 let (out, w) = b.close_deferring_wake(key, open_id);
                 let deferred = w.is_some();
                 if deferred {
@@ -757,6 +853,41 @@ impl BrokerService {
                 let key = FileKey::from(key);
                 let r = b.unlock(key, open_id, offset, length);
                 return (Resp::Status(status(r)), r.is_ok().then_some(key));
+            }
+            Req::DurableKept {
+                key,
+                open_id,
+                timeout,
+            } => {
+                let key = FileKey::from(key);
+                if lock(&link.opens).contains(&(key, open_id)) {
+                    lock(&link.kept).insert((key, open_id), timeout);
+                }
+                Resp::Unit
+            }
+            Req::AdoptOrphan {
+                key,
+                open_id,
+                owner,
+            } => {
+                let key = FileKey::from(key);
+                let mut orphans = lock(&self.orphans);
+                match orphans.get(&open_id) {
+                    Some(o) if o.key == key => match b.oplock_reattach(key, open_id, owner) {
+                        Some(level) => {
+                            orphans.remove(&open_id);
+                            lock(&link.opens).insert((key, open_id));
+                            info!(
+                                worker = link.worker,
+                                open_id, "orphaned durable open adopted"
+                            );
+                            Resp::Adopted(Some((level.wire(), b.locks_of(key, open_id))))
+                        }
+                        // Being broken: the reaper closes it.
+                        None => Resp::Adopted(None),
+                    },
+                    _ => Resp::Adopted(None),
+                }
             }
             // Served by `serve` itself (they carry fds).
             Req::DurableClaim { .. } => Resp::Moved(None),
