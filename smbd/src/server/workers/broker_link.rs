@@ -1460,6 +1460,64 @@ mod tests {
         assert!(m.purge, "the claimant must close it");
     }
 
+    /// Waits until `f` holds (a dead worker is noticed asynchronously).
+    fn eventually(what: &str, f: impl Fn() -> bool) {
+        let t0 = Instant::now();
+        while !f() {
+            assert!(t0.elapsed() < Duration::from_secs(5), "{what}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn a_dead_workers_kept_durable_open_is_adopted_with_its_lock() {
+        let (_svc, [a, b, c]) = three();
+        let i = intent(1 << 48 | 1, Level::Batch);
+        let r = a.open_with(K, "f".into(), 7, RW, share::READ, false, &i);
+        assert_eq!(r, Ok(Opened::Granted(Level::Batch)));
+        a.lock(K, 7, 0, 10, true).unwrap();
+        a.durable_kept(K, 7, Duration::from_secs(60));
+        // An open without a keeper record goes with its worker.
+        open(&a, 9, access::FILE_READ_DATA, share::ALL).unwrap();
+        shut(&a);
+        eventually("the plain open is closed", || c.open_count(K) == 1);
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(c.open_count(K), 1, "the kept one stays");
+        assert_eq!(
+            open(&c, 8, RW, share::ALL),
+            Err(NtStatus::SHARING_VIOLATION)
+        );
+        assert!(b.adopt_orphan(K, 99, 2 << 48 | 1).is_none());
+        let (level, locks) = b.adopt_orphan(K, 7, 2 << 48 | 1).expect("adopted");
+        assert_eq!((level, locks), (Level::Batch, vec![(0, 10, true)]));
+        assert!(b.adopt_orphan(K, 7, 2 << 48 | 1).is_none(), "adopted once");
+        b.unlock(K, 7, 0, 10).unwrap();
+        assert!(b.close(K, 7).last);
+    }
+
+    #[test]
+    fn a_conflicting_open_purges_an_orphan() {
+        let (_svc, [a, b, _c]) = three();
+        let i = intent(1 << 48 | 1, Level::Batch);
+        let r = a.open_with(K, "f".into(), 7, RW, 0, false, &i);
+        assert_eq!(r, Ok(Opened::Granted(Level::Batch)));
+        a.durable_kept(K, 7, Duration::from_secs(60));
+        shut(&a);
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(b.open_count(K), 1);
+        let other = intent(2 << 48 | 1, Level::NoOplock);
+        assert_eq!(
+            b.open_with(K, "f".into(), 8, RW, 0, false, &other),
+            Ok(Opened::Wait)
+        );
+        eventually("the orphan is purged", || b.open_count(K) == 0);
+        assert_eq!(
+            b.open_with(K, "f".into(), 8, RW, 0, false, &other),
+            Ok(Opened::Granted(Level::NoOplock))
+        );
+        assert!(b.adopt_orphan(K, 7, 5).is_none());
+    }
+
     #[test]
     fn write_time_and_paths_travel() {
         let (_svc, a, b) = two();

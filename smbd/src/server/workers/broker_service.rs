@@ -883,8 +883,16 @@ impl BrokerService {
                             );
                             Resp::Adopted(Some((level.wire(), b.locks_of(key, open_id))))
                         }
-                        // Being broken: the reaper closes it.
-                        None => Resp::Adopted(None),
+                        // Being broken by a conflicting open: purged now
+                        // rather than by the reaper, so that the caller's
+                        // fallback never meets it.
+                        None => {
+                            orphans.remove(&open_id);
+                            drop(orphans);
+                            info!(open_id, "orphaned durable open purged (being broken)");
+                            b.close(key, open_id);
+                            return (Resp::Adopted(None), Some(key));
+                        }
                     },
                     _ => Resp::Adopted(None),
                 }
