@@ -4,12 +4,15 @@
 //! A durable open outlives its connection: when the connection (or its
 //! session, on a session reconnect or logoff) goes away, the open moves from
 //! the connection's table to this process's [`DurableTable`] with its file
-//! descriptor, share mode, byte-range locks and batch oplock untouched. A
-//! reconnect (DHnC / DH2C) on any connection of the process takes it back.
-//! The open is closed when its timeout passes, or at once when another open
-//! would break its oplock: a break to a disconnected open is a close, as on
-//! Windows. Durability is granted only with a batch oplock (leases do not
-//! exist yet) and never persistent (no continuously available shares).
+//! descriptor, share mode, byte-range locks and batch oplock or lease
+//! untouched. A reconnect (DHnC / DH2C) on any connection of the process
+//! takes it back; one that lands on another worker claims it first
+//! ([`claim`]): the holder gives it up (its surrender task) and the
+//! supervisor's broker re-owns its records in place. The open is closed when
+//! its timeout passes, or at once when another open would break its oplock:
+//! a break to a disconnected open is a close, as on Windows. Durability is
+//! granted with a batch oplock or a handle-caching lease, never persistent
+//! (no continuously available shares).
 
 use super::files::{close_open_in, LockSequences, Open};
 use super::state::ServerState;
