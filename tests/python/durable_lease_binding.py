@@ -9,7 +9,9 @@ then drops the connection without closing:
    the handle then reconnects for its owner (ClientGuid A), who drops it again;
 2. through the keeper: the worker is killed; the keeper's record carries the
    lease key, a DH2C from ClientGuid B is refused (the keeper logs why) and
-   the record stays as it was, disconnected, for its owner.
+   the record stays as it was, disconnected, for its owner;
+3. the owner's DH2C (ClientGuid A) then rebuilds the handle with its lease
+   in the new worker and reads the data back.
 
 Prints one "OK ..." line per step; exits non-zero on the first failure.
 """
@@ -177,6 +179,20 @@ def main():
         fail("record changed by a refused reconnect: %r -> %r" % (before, after))
     print("OK through the keeper: another ClientGuid refused, record %d intact and disconnected"
           % after[0]["id"], flush=True)
+
+    # 3. The owner's ClientGuid gets the handle back with its lease.
+    c4, t4 = connect(a, owner)
+    h = reconnect(t4, name, file_id, create_guid, key)
+    if h.oplock_level != RequestedOplockLevel.SMB2_OPLOCK_LEVEL_LEASE:
+        fail("rebuilt handle has no lease: oplock level %r" % h.oplock_level)
+    if h.read(0, 18) != b"leased and durable":
+        fail("rebuilt handle reads wrong data")
+    now = [r for r in kept(a) if r["path"] == name]
+    if len(now) != 1 or now[0]["state"] != "connected":
+        fail("record after the rebuild: %r" % now)
+    print("OK through the keeper: the owner's ClientGuid gets the leased handle back",
+          flush=True)
+    h.close()
 
 
 if __name__ == "__main__":

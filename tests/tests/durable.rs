@@ -586,6 +586,7 @@ fn leased_durable_handle_refuses_another_client_guid() {
         "OK lease-based durable v2 open; the keeper's record carries its lease key",
         "OK in the worker: another ClientGuid refused, the owner's ClientGuid reconnects",
         "OK through the keeper: another ClientGuid refused, record",
+        "OK through the keeper: the owner's ClientGuid gets the leased handle back",
     ] {
         assert!(stdout.contains(step), "missing {step:?}:\n{stdout}");
     }
@@ -701,4 +702,21 @@ fn rebuilt_durable_handle_breaks_again_on_local_open() {
     };
     assert!(stdout.contains("OK worker killed -9"), "{stdout}");
     assert_breaks_again(&stdout, &klog);
+}
+
+/// The supervisor keeps a dead worker's kept durable opens in its broker
+/// (share mode, oplock, byte-range locks): the handle comes back through the
+/// keeper with its lock, and a conflicting open purges it meanwhile.
+#[test]
+fn kept_durable_handle_keeps_its_lock_across_a_worker_crash() {
+    let Some((stdout, _)) = run_with_keeper("durable_keeper_locks.py", "", false) else {
+        return;
+    };
+    for step in [
+        "OK durable open with a lock; worker killed while it was disconnected",
+        "OK after the crash the handle comes back with its lock",
+        "OK a conflicting open purges the orphaned handle",
+    ] {
+        assert!(stdout.contains(step), "missing {step:?}:\n{stdout}");
+    }
 }

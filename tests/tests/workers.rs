@@ -244,3 +244,59 @@ fn worker_pid(log: &str, index: u64) -> Option<u32> {
         })
         .next()
 }
+
+/// tests/python/durable_move.py under `global`: returns the workers that
+/// served client 1 (the durable open) and client 2 (its reconnect), and
+/// the server log.
+fn durable_move(global: &str) -> Option<(u64, u64, String)> {
+    // smbprotocol does not answer oplock breaks: client 3's conflicting
+    // open waits this long for client 2's batch oplock.
+    let srv = Server::start_config(&format!("{global}\noplock break timeout = 2"), "");
+    srv.pid()?;
+    let out = srv.python_script("durable_move.py", &[], Duration::from_secs(90));
+    assert!(out.success(), "durable_move.py ({global}) failed:\n{out}");
+    for want in [
+        "OK a reconnect with a wrong CreateGuid is refused",
+        "OK reconnected from another ClientGuid; data read back",
+        "OK the byte-range lock moved with the open",
+        "OK client 3 refused by the moved open's share mode",
+        "OK client 3 opens once client 2 closed",
+    ] {
+        assert!(out.stdout.contains(want), "{want}:\n{out}");
+    }
+    let ports: Vec<&str> = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("PORTS "))
+        .expect("script prints its ports")
+        .split(' ')
+        .collect();
+    let log = srv.log_text();
+    let w1 = worker_of_port(&log, ports[0]).expect("client 1 in the log");
+    let w2 = worker_of_port(&log, ports[1]).expect("client 2 in the log");
+    Some((w1, w2, log))
+}
+
+/// A durable handle opened on one worker is reconnected from a client with
+/// another ClientGuid that the supervisor deals to the other worker: the
+/// open moves there with its data, lock and share mode (and a wrong
+/// CreateGuid is refused without harming it).
+#[test]
+fn durable_handle_moves_to_the_reconnecting_worker() {
+    if !python_smbprotocol_available() {
+        return;
+    }
+    let Some((a, b, log)) = durable_move("holdfast workers = 2") else {
+        return; // external server
+    };
+    assert_ne!(a, b, "the two clients must be served by different workers");
+    assert!(
+        log.contains("durable open moved between workers"),
+        "the open did not move"
+    );
+    let Some((a, b, log)) = durable_move("holdfast workers = 1") else {
+        return;
+    };
+    assert_eq!(a, b);
+    assert!(!log.contains("durable open moved between workers"));
+}

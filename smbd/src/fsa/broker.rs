@@ -608,6 +608,43 @@ impl Broker {
         Some(rec.oplock.level)
     }
 
+    /// A disconnected durable open moves to another worker: its breaks go to
+    /// `to` (that worker's disconnected-open owner) from now on. False, and
+    /// nothing changes, if the open is gone, belongs to someone other than
+    /// `from`, or its oplock or lease is being broken (a conflicting open is
+    /// purging it).
+    pub fn oplock_transfer(&self, key: FileKey, open_id: u64, from: u64, to: u64) -> bool {
+        let mut files = self.files();
+        let Some(st) = files.get_mut(&key) else {
+            return false;
+        };
+        let FileState { opens, leases, .. } = st;
+        let Some(rec) = opens.iter_mut().find(|o| o.open_id == open_id) else {
+            return false;
+        };
+        let lease_breaking = rec
+            .lease
+            .and_then(|id| leases.get(&id))
+            .is_some_and(|l| l.breaking.is_some());
+        if rec.oplock.owner != from || rec.oplock.breaking.is_some() || lease_breaking {
+            return false;
+        }
+        rec.oplock.owner = to;
+        true
+    }
+
+    /// The byte-range locks open `open_id` holds (offset, length,
+    /// exclusive), in grant order.
+    pub fn locks_of(&self, key: FileKey, open_id: u64) -> Vec<(u64, u64, bool)> {
+        self.files().get(&key).map_or_else(Vec::new, |st| {
+            st.locks
+                .iter()
+                .filter(|l| l.open_id == open_id)
+                .map(|l| (l.offset, l.length, l.exclusive))
+                .collect()
+        })
+    }
+
     /// The lease an open shares, if any.
     pub fn open_lease(&self, key: FileKey, open_id: u64) -> Option<LeaseId> {
         self.files()

@@ -73,6 +73,28 @@ impl OfdMirror {
         }
     }
 
+    /// The mirror of an open whose description already carries `locks`
+    /// (offset, length, exclusive) mirrored by another process (a durable
+    /// open moved between workers).
+    pub fn with_locks(fd: Arc<OwnedFd>, locks: &[(u64, u64, bool)]) -> OfdMirror {
+        let m = OfdMirror::new(fd);
+        m.held()
+            .extend(locks.iter().map(|&(offset, length, exclusive)| Held {
+                offset,
+                length,
+                exclusive,
+            }));
+        m
+    }
+
+    /// The mirrored locks (offset, length, exclusive), in grant order.
+    pub fn locks(&self) -> Vec<(u64, u64, bool)> {
+        self.held()
+            .iter()
+            .map(|h| (h.offset, h.length, h.exclusive))
+            .collect()
+    }
+
     fn held(&self) -> MutexGuard<'_, Vec<Held>> {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
     }

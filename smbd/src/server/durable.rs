@@ -4,27 +4,34 @@
 //! A durable open outlives its connection: when the connection (or its
 //! session, on a session reconnect or logoff) goes away, the open moves from
 //! the connection's table to this process's [`DurableTable`] with its file
-//! descriptor, share mode, byte-range locks and batch oplock untouched. A
-//! reconnect (DHnC / DH2C) on any connection of the process takes it back.
-//! The open is closed when its timeout passes, or at once when another open
-//! would break its oplock: a break to a disconnected open is a close, as on
-//! Windows. Durability is granted only with a batch oplock (leases do not
-//! exist yet) and never persistent (no continuously available shares).
+//! descriptor, share mode, byte-range locks and batch oplock or lease
+//! untouched. A reconnect (DHnC / DH2C) on any connection of the process
+//! takes it back; one that lands on another worker claims it first
+//! ([`claim`]): the holder gives it up (its surrender task) and the
+//! supervisor's broker re-owns its records in place. The open is closed when
+//! its timeout passes, or at once when another open would break its oplock:
+//! a break to a disconnected open is a close, as on Windows. Durability is
+//! granted with a batch oplock or a handle-caching lease, never persistent
+//! (no continuously available shares).
 
-use super::files::{close_open_in, Open};
+use super::files::{close_open_in, LockSequences, Open};
 use super::state::ServerState;
+use super::workers::broker_proto::{bytes_path, path_bytes, MovedOpen};
 use crate::fsa::lease::LeaseId;
 use crate::fsa::oplock::{BreakNotice, Level};
+use crate::posix::locks::OfdMirror;
 use crate::wire::create::{
     ctx, CreateContext, DurableHandleReconnect, DurableHandleReconnectV2, DurableHandleRequest,
     DurableHandleRequestV2,
 };
 use crate::wire::{FileId, NtStatus};
+use kmod_interface::identity::Identity;
 use std::collections::HashMap;
+use std::os::fd::AsFd;
 use std::sync::{Arc, Mutex, MutexGuard, Once};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 /// Broker owner of the oplocks of disconnected durable opens: a break sent
 /// there purges the open. A worker uses [`disconnected_owner`] instead.
@@ -203,13 +210,201 @@ impl DurableTable {
     }
 }
 
-/// Registers the sink that turns breaks of disconnected opens into closes
-/// (once per process).
+/// Registers the sink that turns breaks of disconnected opens into closes,
+/// and the one that gives them up to another worker's reconnect (once per
+/// process).
 pub fn ensure_started(st: &Arc<ServerState>) {
     st.durable.started.call_once(|| {
         let (tx, rx) = mpsc::unbounded_channel();
         st.broker.register_break_sink(st.disconnected_owner, tx);
         tokio::spawn(purge_on_break(st.clone(), rx));
+        let (tx, rx) = mpsc::unbounded_channel();
+        st.broker.set_surrender_sink(tx);
+        tokio::spawn(surrender_on_claim(st.clone(), rx));
+    });
+}
+
+/// Another worker received the reconnect of one of our disconnected opens
+/// (its client came back with a new ClientGuid, routed elsewhere): the open
+/// leaves the table without being closed, its fd and state go to the
+/// supervisor, which re-owns its broker records to the claimant. If nobody
+/// takes it after all, it comes back into the table.
+async fn surrender_on_claim(st: Arc<ServerState>, mut rx: mpsc::UnboundedReceiver<(u64, u64)>) {
+    while let Some((claim, id)) = rx.recv().await {
+        let taken = {
+            let mut t = st.durable.lock();
+            match t.get(&id) {
+                // A kernel lease belongs to this process's signal handling.
+                Some(d) if super::kernel_oplock::enabled(&d.open.share) => {
+                    info!(
+                        fid = id,
+                        "durable open on a kernel-oplock share stays on its worker"
+                    );
+                    None
+                }
+                Some(_) => t.remove(&id),
+                None => None,
+            }
+        };
+        let st2 = st.clone();
+        let given = tokio::task::spawn_blocking(move || {
+            let moved = taken
+                .as_ref()
+                .map(|d| (Box::new(moved_open(d)), d.open.fd.clone()));
+            let ok = st2.broker.surrendered(
+                claim,
+                st2.disconnected_owner,
+                moved.as_ref().map(|(m, fd)| (m.clone(), fd.as_fd())),
+            );
+            (ok, taken)
+        })
+        .await;
+        match given {
+            Ok((true, Some(d))) => {
+                info!(fid = id, path = %d.open.path.display(), "durable open given up to another worker");
+                // Our copy of the fd closes; the description lives on there.
+                drop(d);
+            }
+            Ok((false, Some(d))) => {
+                debug!(fid = id, "durable open not taken after all; kept");
+                let deadline = d.deadline;
+                st.durable.lock().insert(id, d);
+                spawn_expiry(&st, id, deadline);
+            }
+            Ok((_, None)) => {}
+            Err(e) => warn!(fid = id, %e, "surrender of a durable open failed"),
+        }
+    }
+}
+
+/// What another worker needs to rebuild `d`'s open.
+fn moved_open(d: &Disconnected) -> MovedOpen {
+    let o = &d.open;
+    let dur = o.durable.clone().unwrap_or(Durable {
+        v2: false,
+        create_guid: [0; 16],
+        client_guid: [0; 16],
+        timeout: Duration::ZERO,
+        share_access: 0,
+        keeper_id: None,
+    });
+    MovedOpen {
+        open_id: o.fid.persistent,
+        key: o.key.into(),
+        share: o.share.name.clone(),
+        path: path_bytes(&o.path),
+        smb_name: o.smb_name.clone(),
+        is_dir: o.is_dir,
+        access: o.access,
+        uid: o.identity.uid,
+        gid: o.identity.gid,
+        groups: o.identity.groups.clone(),
+        position: o.position,
+        mode: o.mode,
+        write_time: o.write_time,
+        stream: o.stream.clone(),
+        durable_v2: dur.v2,
+        create_guid: dur.create_guid,
+        client_guid: dur.client_guid,
+        timeout: dur.timeout,
+        share_access: dur.share_access,
+        keeper_id: dur.keeper_id,
+        lock_seq: o.lock_seq.to_bytes(),
+        ofd_locks: o.ofd.as_ref().map(|m| m.locks()).unwrap_or_default(),
+        remaining: d.deadline.saturating_duration_since(Instant::now()),
+        purge: false,
+    }
+}
+
+/// Asks the other workers for disconnected durable open `id` (a reconnect
+/// for it came here). On success the open is in this process's table, as if
+/// it had been disconnected here, and the caller reclaims it as usual; its
+/// broker records (share mode, oplock or lease, byte-range locks) never left
+/// the broker. False if no other worker has it.
+pub async fn claim(st: &Arc<ServerState>, id: u64) -> bool {
+    if !st.broker.is_remote() {
+        return false;
+    }
+    ensure_started(st);
+    let st2 = st.clone();
+    let got =
+        tokio::task::spawn_blocking(move || st2.broker.durable_claim(id, st2.disconnected_owner))
+            .await
+            .ok()
+            .flatten();
+    let Some((m, fd)) = got else {
+        return false;
+    };
+    let Some(share) = st
+        .shares
+        .iter()
+        .find(|s| s.name.eq_ignore_ascii_case(&m.share))
+        .cloned()
+    else {
+        warn!(fid = id, share = %m.share, "moved durable open names an unknown share; closing it");
+        st.broker.close(m.key.into(), id);
+        return false;
+    };
+    let fd = Arc::new(fd);
+    let ofd = (!m.is_dir && super::files::posix_locking(&share))
+        .then(|| Arc::new(OfdMirror::with_locks(fd.clone(), &m.ofd_locks)));
+    let open = Open {
+        fid: FileId {
+            persistent: id,
+            volatile: id,
+        },
+        session_id: 0,
+        tree_id: 0,
+        share,
+        fd,
+        key: m.key.into(),
+        path: bytes_path(m.path),
+        smb_name: m.smb_name,
+        is_dir: m.is_dir,
+        access: m.access,
+        identity: Arc::new(Identity {
+            uid: m.uid,
+            gid: m.gid,
+            groups: m.groups,
+        }),
+        position: m.position,
+        mode: m.mode,
+        dir: None,
+        write_time: m.write_time,
+        stream: m.stream,
+        durable: Some(Durable {
+            v2: m.durable_v2,
+            create_guid: m.create_guid,
+            client_guid: m.client_guid,
+            timeout: m.timeout,
+            share_access: m.share_access,
+            keeper_id: m.keeper_id,
+        }),
+        lock_seq: LockSequences::from_bytes(&m.lock_seq),
+        ofd,
+    };
+    if m.purge {
+        info!(
+            fid = id,
+            "moved durable open was being purged by a conflicting open; closed"
+        );
+        close_open_in(st, open).await;
+        return false;
+    }
+    let deadline = Instant::now() + m.remaining;
+    st.durable
+        .lock()
+        .insert(id, Disconnected { open, deadline });
+    spawn_expiry(st, id, deadline);
+    true
+}
+
+/// Closes open `id` at `deadline` if it is still disconnected then.
+fn spawn_expiry(st: &Arc<ServerState>, id: u64, deadline: Instant) {
+    let st = st.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep_until(deadline.into()).await;
+        expire(&st, id).await;
     });
 }
 
@@ -254,11 +449,7 @@ pub fn disconnect(st: &Arc<ServerState>, open: Open) -> Result<(), Box<Open>> {
         info!(fid = id, path = %open.path.display(), timeout_ms = timeout.as_millis() as u64, "durable open disconnected");
         t.insert(id, Disconnected { open, deadline });
     }
-    let st = st.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep_until(deadline.into()).await;
-        expire(&st, id).await;
-    });
+    spawn_expiry(st, id, deadline);
     Ok(())
 }
 

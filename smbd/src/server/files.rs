@@ -101,6 +101,16 @@ impl LockSequences {
         false
     }
 
+    /// The array as bytes (to move an open to another worker).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.0.to_vec()
+    }
+
+    /// The array [`Self::to_bytes`] wrote; all invalid if `b` is malformed.
+    pub fn from_bytes(b: &[u8]) -> LockSequences {
+        <[u8; 64]>::try_from(b).map_or_else(|_| LockSequences::default(), LockSequences)
+    }
+
     pub fn succeeded(&mut self, seq: u32) {
         if let Some(i) = Self::slot(seq) {
             self.0[i] = (seq & 0xF) as u8;
@@ -728,6 +738,9 @@ impl Connection {
                 rec.oplock_level = crate::fsa::oplock::WIRE_LEASE;
             }
             d.keeper_id = k.deposit(&rec, fd.as_fd()).await;
+            if d.keeper_id.is_some() {
+                self.st.broker.durable_kept(key, open_id, d.timeout);
+            }
         }
         self.opens.insert(
             open_id,
@@ -829,6 +842,11 @@ impl Connection {
                     .unwrap_or_default();
                 (self.neg.client_guid, key)
             });
+        // Another worker may hold it: a client that comes back with a new
+        // ClientGuid is routed by that GUID, not to the open's worker.
+        if !self.st.durable.contains(file_id.persistent) {
+            durable::claim(&self.st, file_id.persistent).await;
+        }
         if !self.st.durable.contains(file_id.persistent) && self.st.keeper.is_some() {
             return self
                 .keeper_reconnect(ctx, req, ask, file_id, &share, tree_ro, tree_id, &user)
@@ -966,13 +984,32 @@ impl Connection {
                 _ => NtStatus::OBJECT_NAME_NOT_FOUND,
             }
         })?;
-        if rec.lease_key.is_some() {
-            // The keeper accepted the binding, but the lease itself lived in
-            // the dead worker's broker; rebuilding it is not implemented. The
-            // record stays (a Fetch changes nothing) until it times out.
-            info!(fid = file_id.persistent, keeper_id = rec.id, path = %rec.path, "a lease-based durable handle cannot be rebuilt after a worker crash yet");
-            return Err(NtStatus::OBJECT_NAME_NOT_FOUND);
-        }
+        // A lease-based handle gets its lease back (the supervisor's broker
+        // dropped it with the dead worker's opens): same key, the state the
+        // record holds, the version and epoch of the request's context. The
+        // keeper has checked the key and the ClientGuid.
+        let lease = match rec.lease_key {
+            None => None,
+            Some(key) if self.leasing() => {
+                let l = CreateContext::find(&req.contexts, crate::wire::create::ctx::REQUEST_LEASE)
+                    .and_then(|c| LeaseContext::decode(&c.data).ok());
+                let v2 = l.and_then(|l| l.v2).filter(|_| self.neg.dialect >= 0x0300);
+                Some(crate::fsa::lease::LeaseRequest {
+                    id: (self.neg.client_guid, key),
+                    state: rec.lease_state,
+                    v2: v2.is_some(),
+                    epoch: v2.map_or(0, |v| v.epoch),
+                    parent: None,
+                })
+            }
+            Some(_) => {
+                info!(
+                    fid = file_id.persistent,
+                    "a lease-based durable handle needs leasing on the connection"
+                );
+                return Err(NtStatus::OBJECT_NAME_NOT_FOUND);
+            }
+        };
         let open_id = rec.persistent_file_id;
         if !rec.share.eq_ignore_ascii_case(&share.name)
             || open_id != file_id.persistent
@@ -984,16 +1021,46 @@ impl Connection {
         let fd = Arc::new(fd);
         let ofd_fd = fd.clone();
         let f2 = fd.clone();
-        let mut meta = fs(user.identity.clone(), move || posix::stat(f2.as_fd())).await?;
+        let meta = fs(user.identity.clone(), move || posix::stat(f2.as_fd())).await?;
         let key = FileKey {
             dev: meta.dev,
             ino: meta.ino,
             stream: 0,
         };
         let path = PathBuf::from(&rec.path);
+        // The supervisor may have kept the dead worker's records of the open
+        // (share mode, oplock or lease, byte-range locks): take them over.
+        if let Some((level, locks)) = self.st.broker.adopt_orphan(key, open_id, self.conn_id) {
+            info!(
+                fid = open_id,
+                locks = locks.len(),
+                "the broker kept the dead worker's open; adopted"
+            );
+            let mirror =
+                posix_locking(share).then(|| Arc::new(OfdMirror::with_locks(ofd_fd, &locks)));
+            return self
+                .keeper_rebuilt(
+                    ctx,
+                    req,
+                    &rec,
+                    fd,
+                    key,
+                    meta,
+                    level,
+                    mirror,
+                    (share, tree_ro, tree_id, user),
+                )
+                .await;
+        }
+        let requested = if lease.is_some() {
+            crate::fsa::oplock::WIRE_LEASE
+        } else {
+            Level::Batch.wire()
+        };
         let intent = Intent {
             may_break: false,
-            ..self.oplock_intent(share, Level::Batch.wire(), disposition::OPEN, false)
+            lease,
+            ..self.oplock_intent(share, requested, disposition::OPEN, false)
         };
         let opened = self.st.broker.open_with(
             key,
@@ -1004,8 +1071,23 @@ impl Connection {
             false,
             &intent,
         );
+        // The lease must come back caching handles: an open that would have
+        // taken H away (a sharing conflict) would have purged the handle.
+        // One that took only W (compatible sharing) would not have, and the
+        // lease comes back without W then.
+        let lease_back = |id| {
+            self.st
+                .broker
+                .lease_grant(key, id)
+                .is_some_and(|g| g.state & crate::fsa::lease::H != 0)
+        };
+        let restored = match (&opened, lease) {
+            (Ok(Opened::Granted(_)), Some(l)) => lease_back(l.id),
+            (Ok(Opened::Granted(Level::Batch)), None) => true,
+            _ => false,
+        };
         match opened {
-            Ok(Opened::Granted(Level::Batch)) => {}
+            _ if restored => {}
             other => {
                 if matches!(other, Ok(Opened::Granted(_))) {
                     self.st.broker.close(key, open_id);
@@ -1017,13 +1099,59 @@ impl Connection {
                 return Err(NtStatus::OBJECT_NAME_NOT_FOUND);
             }
         }
-        if !keeper.reconnected(rec.id).await {
-            self.st.broker.close(key, open_id);
-            return Err(NtStatus::OBJECT_NAME_NOT_FOUND);
+        // The description may still carry the dead worker's mirrored locks;
+        // they stay until close (the broker lost them with the worker).
+        let mirror = posix_locking(share).then(|| Arc::new(OfdMirror::new(ofd_fd)));
+        let level = if lease.is_some() {
+            Level::NoOplock
+        } else {
+            Level::Batch
+        };
+        self.keeper_rebuilt(
+            ctx,
+            req,
+            &rec,
+            fd,
+            key,
+            meta,
+            level,
+            mirror,
+            (share, tree_ro, tree_id, user),
+        )
+        .await
+    }
+
+    /// The end of [`Self::keeper_reconnect`]: the broker holds the open
+    /// again (`level`, or a lease); reports the reconnect to the keeper and
+    /// answers.
+    #[allow(clippy::too_many_arguments)]
+    async fn keeper_rebuilt(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        req: &CreateRequest,
+        rec: &holdfast_keeper_proto::Record,
+        fd: Arc<OwnedFd>,
+        key: FileKey,
+        mut meta: FileMeta,
+        level: Level,
+        ofd: Option<Arc<OfdMirror>>,
+        (share, tree_ro, tree_id, user): (&Arc<Share>, bool, u32, &super::session::User),
+    ) -> Result<Reply, NtStatus> {
+        let open_id = rec.persistent_file_id;
+        let timeout = std::time::Duration::from_millis(u64::from(rec.timeout_ms));
+        if let Some(keeper) = self.st.keeper.as_ref() {
+            // The keeper purged the handle (a local open broke its kernel
+            // lease) between the fetch and now.
+            if !keeper.reconnected(rec.id).await {
+                self.st.broker.close(key, open_id);
+                return Err(NtStatus::OBJECT_NAME_NOT_FOUND);
+            }
         }
+        self.st.broker.durable_kept(key, open_id, timeout);
         // The keeper held the description's kernel lease while no worker
-        // did; this worker takes it (and its breaks) back.
-        let mut level = Level::Batch;
+        // did; this worker takes it (and its breaks) back, which may lower
+        // the grant.
+        let mut level = level;
         if kernel_oplock::enabled(share) {
             self.st.kernel.after_open(&self.st, key, open_id, &fd);
             level = self.st.broker.oplock_level(key, open_id);
@@ -1036,8 +1164,16 @@ impl Connection {
             volatile: open_id,
         };
         info!(fid = open_id, path = %rec.path, user = %user.name, keeper_id = rec.id, "durable open rebuilt from the handle keeper");
+        let mut contexts =
+            reply_contexts(&req.contexts, &meta, &user.identity, tree_ro, share.serial);
+        let lease_ctx = self
+            .st
+            .broker
+            .open_lease(key, open_id)
+            .and_then(|id| self.lease_context(key, id));
+        contexts.extend(lease_ctx.clone());
         let resp = CreateResponse {
-            oplock_level: level.wire(),
+            oplock_level: level.response_level(lease_ctx.is_some()),
             flags: 0,
             create_action: action::OPENED,
             creation_time: meta.creation_time,
@@ -1048,7 +1184,7 @@ impl Connection {
             end_of_file: meta.size,
             file_attributes: meta.attributes,
             file_id: fid,
-            contexts: reply_contexts(&req.contexts, &meta, &user.identity, tree_ro, share.serial),
+            contexts,
         };
         self.opens.insert(
             open_id,
@@ -1059,7 +1195,7 @@ impl Connection {
                 share: share.clone(),
                 fd,
                 key,
-                path,
+                path: PathBuf::from(&rec.path),
                 smb_name: rec.path.replace('/', "\\"),
                 is_dir: false,
                 access: rec.desired_access,
@@ -1073,14 +1209,12 @@ impl Connection {
                     v2: rec.kind.is_v2(),
                     create_guid: rec.create_guid,
                     client_guid: rec.client_guid,
-                    timeout: std::time::Duration::from_millis(u64::from(rec.timeout_ms)),
+                    timeout,
                     share_access: rec.share_access,
                     keeper_id: Some(rec.id),
                 }),
                 lock_seq: LockSequences::default(),
-                // The description may still carry the dead worker's mirrored
-                // locks; they stay until close (the broker has lost them).
-                ofd: posix_locking(share).then(|| Arc::new(OfdMirror::new(ofd_fd))),
+                ofd,
             },
         );
         ctx.related_fid = Some(fid);
@@ -1498,7 +1632,7 @@ impl Connection {
 /// last close and performs a pending delete.
 /// `posix locking = yes` on this share (default: no, Holdfast's SMB locks
 /// stay inside the server).
-fn posix_locking(share: &Share) -> bool {
+pub(super) fn posix_locking(share: &Share) -> bool {
     share
         .conf
         .as_ref()

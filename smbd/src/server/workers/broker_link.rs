@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -20,9 +20,9 @@ use tokio::sync::Notify;
 use tracing::{debug, error, warn};
 
 use super::broker_proto::{
-    self as bp, bytes_path, path_bytes, Key, Req, Resp, ToBroker, ToWorkerMsg,
+    self as bp, bytes_path, path_bytes, Key, MovedOpen, Req, Resp, ToBroker, ToWorkerMsg,
 };
-use super::broker_service::{recv_msg, send_msg, WorkerEnds};
+use super::broker_service::{recv_msg, recv_msg_fds, send_msg_fd, WorkerEnds};
 use crate::fsa::broker::{BreakSink, Broker, CloseOutcome, FileKey, Opened};
 use crate::fsa::lease::{LeaseGrant, LeaseId};
 use crate::fsa::oplock::{BreakNotice, Intent, LeaseNotice, Level};
@@ -48,8 +48,14 @@ pub struct Inner {
     sinks: Mutex<HashMap<u64, BreakSink>>,
     /// Local waiters per key (for `oplock_changed` and `unlock_notify`).
     wakes: Mutex<HashMap<FileKey, Arc<Notify>>>,
+    /// Where claims of this worker's disconnected durable opens go
+    /// (claim id, open id); without one, every claim is answered "none".
+    surrender: Mutex<Option<SurrenderSink>>,
     dead: AtomicBool,
 }
+
+/// Receives (claim id, open id) of [`ToWorkerMsg::Surrender`].
+pub type SurrenderSink = tokio::sync::mpsc::UnboundedSender<(u64, u64)>;
 
 /// A worker's client of the supervisor's broker.
 pub struct RemoteBroker {
@@ -74,6 +80,7 @@ impl RemoteBroker {
             next: AtomicU64::new(1),
             sinks: Mutex::new(HashMap::new()),
             wakes: Mutex::new(HashMap::new()),
+            surrender: Mutex::new(None),
             dead: AtomicBool::new(false),
         });
         let r = inner.clone();
@@ -125,6 +132,19 @@ fn read_events(inner: &Inner) {
                     n.notify_waiters();
                 }
             }
+            Ok(ToWorkerMsg::Surrender { claim, open_id }) => {
+                let sent = lock(&inner.surrender)
+                    .as_ref()
+                    .is_some_and(|tx| tx.send((claim, open_id)).is_ok());
+                if !sent {
+                    // No disconnected opens here: answer at once.
+                    let _ = inner.call(Req::Surrendered {
+                        claim,
+                        from_owner: 0,
+                        open: None,
+                    });
+                }
+            }
             Ok(m) => warn!(?m, "unexpected message on the broker event socket"),
             Err(e) => warn!(%e, "bad broker message dropped"),
         }
@@ -139,6 +159,12 @@ impl Inner {
     /// One round trip on an idle call socket; None when the supervisor
     /// cannot be reached.
     fn call(&self, req: Req) -> Option<Resp> {
+        self.call_fd(req, None).map(|(r, _)| r)
+    }
+
+    /// [`Self::call`] with `fd` attached to the request, returning the fd
+    /// attached to the answer (if any).
+    fn call_fd(&self, req: Req, fd: Option<BorrowedFd<'_>>) -> Option<(Resp, Option<OwnedFd>)> {
         if self.dead.load(Ordering::SeqCst) {
             return None;
         }
@@ -151,22 +177,27 @@ impl Inner {
                 idle = self.freed.wait(idle).unwrap_or_else(|e| e.into_inner());
             }
         };
-        let r = self.round_trip(&sock, req);
+        let r = self.round_trip(&sock, req, fd);
         lock(&self.idle).push(sock);
         self.freed.notify_one();
         r
     }
 
-    fn round_trip(&self, sock: &OwnedFd, req: Req) -> Option<Resp> {
+    fn round_trip(
+        &self,
+        sock: &OwnedFd,
+        req: Req,
+        fd: Option<BorrowedFd<'_>>,
+    ) -> Option<(Resp, Option<OwnedFd>)> {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = send_msg(sock, &bp::encode(&ToBroker { id, req })) {
+        if let Err(e) = send_msg_fd(sock, &bp::encode(&ToBroker { id, req }), fd) {
             error!(%e, "cannot reach the broker");
             return None;
         }
         let mut buf = Vec::new();
         loop {
-            let n = match recv_msg(sock, &mut buf) {
-                Ok(Some(n)) => n,
+            let (n, mut fds) = match recv_msg_fds(sock, &mut buf) {
+                Ok(Some(got)) => got,
                 Ok(None) => {
                     error!("the broker closed a call socket");
                     return None;
@@ -181,7 +212,9 @@ impl Inner {
                 }
             };
             match bp::decode::<ToWorkerMsg>(&buf[..n]) {
-                Ok(ToWorkerMsg::Reply { id: got, resp }) if got == id => return Some(resp),
+                Ok(ToWorkerMsg::Reply { id: got, resp }) if got == id => {
+                    return Some((resp, fds.pop()))
+                }
                 // The late answer to a call that timed out: skip it.
                 Ok(ToWorkerMsg::Reply { id: got, .. }) => debug!(got, id, "stale broker reply"),
                 Ok(m) => warn!(?m, "unexpected message on a broker call socket"),
@@ -702,6 +735,112 @@ impl BrokerHandle {
         }
     }
 
+    /// Tells the supervisor that durable open `open_id` is held by the
+    /// handle keeper too: its broker records outlive this worker (for
+    /// `timeout`) if it dies. Nothing to do in a single process.
+    pub fn durable_kept(&self, key: FileKey, open_id: u64, timeout: Duration) {
+        if let BrokerHandle::Remote(r) = self {
+            Self::unit(
+                r,
+                Req::DurableKept {
+                    key: Self::k(key),
+                    open_id,
+                    timeout,
+                },
+            );
+        }
+    }
+
+    /// Takes over the broker records of kept durable open `open_id` that a
+    /// dead worker left, breaks going to `owner`: its oplock level and
+    /// byte-range locks. None if there are none (purged, timed out, or the
+    /// supervisor restarted).
+    pub fn adopt_orphan(
+        &self,
+        key: FileKey,
+        open_id: u64,
+        owner: u64,
+    ) -> Option<(Level, bp::Locks)> {
+        let BrokerHandle::Remote(r) = self else {
+            return None;
+        };
+        match r.inner.call(Req::AdoptOrphan {
+            key: Self::k(key),
+            open_id,
+            owner,
+        }) {
+            Some(Resp::Adopted(a)) => a.map(|(l, locks)| (Level::from_wire(l), locks)),
+            r => {
+                odd(r);
+                None
+            }
+        }
+    }
+
+    /// Whether this is the supervisor's broker (other workers exist).
+    pub fn is_remote(&self) -> bool {
+        matches!(self, BrokerHandle::Remote(_))
+    }
+
+    /// Where this worker's disconnected durable opens are given up when
+    /// another worker claims them (remote broker only: a single process has
+    /// no other worker).
+    pub fn set_surrender_sink(&self, sink: SurrenderSink) {
+        if let BrokerHandle::Remote(r) = self {
+            *lock(&r.inner.surrender) = Some(sink);
+        }
+    }
+
+    /// Takes disconnected durable open `open_id` over from the worker that
+    /// holds it; its breaks go to `to_owner` from now on. Blocks until the
+    /// holder answers (a few seconds at most). None if no other worker holds
+    /// it disconnected, or another claim of it is under way.
+    pub fn durable_claim(&self, open_id: u64, to_owner: u64) -> Option<(Box<MovedOpen>, OwnedFd)> {
+        let BrokerHandle::Remote(r) = self else {
+            return None;
+        };
+        match r
+            .inner
+            .call_fd(Req::DurableClaim { open_id, to_owner }, None)
+        {
+            Some((Resp::Moved(Some(m)), Some(fd))) => Some((m, fd)),
+            Some((Resp::Moved(None), _)) => None,
+            r => {
+                odd(r.map(|(r, _)| r));
+                None
+            }
+        }
+    }
+
+    /// Answers claim `claim`: `open` given up by this worker (with its fd),
+    /// or None. False if nobody took it: this worker keeps it.
+    pub fn surrendered(
+        &self,
+        claim: u64,
+        from_owner: u64,
+        open: Option<(Box<MovedOpen>, BorrowedFd<'_>)>,
+    ) -> bool {
+        let BrokerHandle::Remote(r) = self else {
+            return false;
+        };
+        let (open, fd) = match open {
+            Some((m, fd)) => (Some(m), Some(fd)),
+            None => (None, None),
+        };
+        let req = Req::Surrendered {
+            claim,
+            from_owner,
+            open,
+        };
+        match r.inner.call_fd(req, fd) {
+            Some((Resp::Bool(b), _)) => b,
+            r => {
+                odd(r.map(|(r, _)| r));
+                false
+            }
+        }
+    }
+
     pub fn oplock_level(&self, key: FileKey, open_id: u64) -> Level {
         match self {
             BrokerHandle::Local(b) => b.oplock_level(key, open_id),
@@ -1029,7 +1168,7 @@ impl BrokerHandle {
 
 #[cfg(test)]
 mod tests {
-    use super::super::broker_service::BrokerService;
+    use super::super::broker_service::{send_msg, BrokerService};
     use super::*;
     use crate::fsa::types::{access, share};
     use tokio::sync::mpsc;
@@ -1146,6 +1285,237 @@ mod tests {
             Ok(Opened::Granted(Level::NoOplock))
         );
         assert_eq!(a.oplock_level(K, 10), Level::LevelII);
+    }
+
+    /// What a holder sends for open `id` (the fields the broker reads).
+    fn moved(id: u64) -> Box<MovedOpen> {
+        Box::new(MovedOpen {
+            open_id: id,
+            key: K.into(),
+            share: "s".into(),
+            path: b"f".to_vec(),
+            smb_name: "f".into(),
+            is_dir: false,
+            access: RW,
+            uid: 1,
+            gid: 1,
+            groups: vec![],
+            position: 0,
+            mode: 0,
+            write_time: OpenWriteTime::default(),
+            stream: None,
+            durable_v2: true,
+            create_guid: [1; 16],
+            client_guid: [2; 16],
+            timeout: Duration::from_secs(60),
+            share_access: share::READ,
+            keeper_id: None,
+            lock_seq: vec![0xff; 64],
+            ofd_locks: vec![],
+            remaining: Duration::from_secs(50),
+            purge: false,
+        })
+    }
+
+    fn three() -> (Arc<BrokerService>, [BrokerHandle; 3]) {
+        let svc = BrokerService::new();
+        let h = |i| BrokerHandle::Remote(RemoteBroker::new(svc.attach(i, 2).unwrap()).unwrap());
+        let hs = [h(0), h(1), h(2)];
+        (svc, hs)
+    }
+
+    /// Worker `a` holds open 7 (batch oplock, read sharing, a lock) as a
+    /// disconnected durable open of owner `da`.
+    fn hold_disconnected(a: &BrokerHandle, da: u64) {
+        let (tx, _rx) = mpsc::unbounded_channel();
+        a.register_break_sink(da, tx);
+        let i = intent(1 << 48 | 1, Level::Batch);
+        let r = a.open_with(K, "f".into(), 7, RW, share::READ, false, &i);
+        assert_eq!(r, Ok(Opened::Granted(Level::Batch)));
+        a.lock(K, 7, 0, 10, true).unwrap();
+        assert!(a.oplock_disconnect(K, 7, da));
+    }
+
+    fn shut(h: &BrokerHandle) {
+        if let BrokerHandle::Remote(r) = h {
+            for c in lock(&r.inner.idle).iter() {
+                socket::shutdown(std::os::fd::AsRawFd::as_raw_fd(c), socket::Shutdown::Both)
+                    .unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn durable_open_moves_between_workers() {
+        let (_svc, [a, b, c]) = three();
+        let (da, db) = (u64::MAX - 1, u64::MAX - 2);
+        hold_disconnected(&a, da);
+        let (stx, mut srx) = mpsc::unbounded_channel();
+        a.set_surrender_sink(stx);
+        let (btx, mut brx) = mpsc::unbounded_channel();
+        b.register_break_sink(db, btx);
+        let file = tempfile::tempfile().unwrap();
+        let ino =
+            |f: &dyn std::os::fd::AsRawFd| nix::sys::stat::fstat(f.as_raw_fd()).unwrap().st_ino;
+        let got = std::thread::scope(|s| {
+            let claimant = s.spawn(|| b.durable_claim(7, db));
+            let (claim, id) = srx.blocking_recv().unwrap();
+            assert_eq!(id, 7);
+            let fd = std::os::fd::AsFd::as_fd(&file);
+            assert!(a.surrendered(claim, da, Some((moved(7), fd))));
+            claimant.join().unwrap()
+        });
+        let (m, fd) = got.expect("the claimant gets the open");
+        assert_eq!((m.open_id, m.purge, m.create_guid), (7, false, [1; 16]));
+        assert_eq!(ino(&fd), ino(&file));
+        // The old holder dies: the open is the claimant's now, so it stays.
+        shut(&a);
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(b.open_count(K), 1);
+        assert_eq!(
+            c.open_with(K, "f".into(), 8, RW, share::ALL, false, &Intent::none()),
+            Err(NtStatus::SHARING_VIOLATION)
+        );
+        // The lock moved too (the claimant can release it, once).
+        b.unlock(K, 7, 0, 10).unwrap();
+        assert!(b.unlock(K, 7, 0, 10).is_err());
+        // Its oplock's breaks go to the claimant's disconnected owner.
+        let i = intent(3 << 48 | 1, Level::Batch);
+        assert_eq!(
+            c.open_with(K, "f".into(), 8, RW, share::ALL, false, &i),
+            Ok(Opened::Wait)
+        );
+        let n = brx.blocking_recv().unwrap();
+        assert_eq!((n.owner, n.open_id), (db, 7));
+    }
+
+    #[test]
+    fn concurrent_claims_have_one_winner() {
+        let (_svc, [a, b, c]) = three();
+        let da = u64::MAX - 1;
+        hold_disconnected(&a, da);
+        let (stx, mut srx) = mpsc::unbounded_channel();
+        a.set_surrender_sink(stx);
+        let file = tempfile::tempfile().unwrap();
+        let (rb, rc) = std::thread::scope(|s| {
+            let tb = s.spawn(|| b.durable_claim(7, u64::MAX - 2));
+            let tc = s.spawn(|| c.durable_claim(7, u64::MAX - 3));
+            // The holder gives the open to the first claim that reaches it
+            // and has nothing left for a later one.
+            let mut given = false;
+            let t0 = Instant::now();
+            while !(tb.is_finished() && tc.is_finished()) {
+                assert!(t0.elapsed() < Duration::from_secs(10), "claims hang");
+                match srx.try_recv() {
+                    Ok((claim, _)) if !given => {
+                        given = true;
+                        let fd = std::os::fd::AsFd::as_fd(&file);
+                        assert!(a.surrendered(claim, da, Some((moved(7), fd))));
+                    }
+                    Ok((claim, _)) => assert!(!a.surrendered(claim, da, None)),
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+            (tb.join().unwrap(), tc.join().unwrap())
+        });
+        assert!(rb.is_some() != rc.is_some(), "exactly one claim wins");
+        // An open nobody has, and one the holder no longer has.
+        assert!(b.durable_claim(99, 5).is_none());
+        let (stx, mut srx) = mpsc::unbounded_channel();
+        let (_svc, [a, b, _c]) = three();
+        hold_disconnected(&a, da);
+        a.set_surrender_sink(stx);
+        let r = std::thread::scope(|s| {
+            let t = s.spawn(|| b.durable_claim(7, 5));
+            let (claim, _) = srx.blocking_recv().unwrap();
+            assert!(!a.surrendered(claim, da, None));
+            t.join().unwrap()
+        });
+        assert!(r.is_none());
+        assert_eq!(a.open_count(K), 1, "a refused claim leaves the open alone");
+    }
+
+    #[test]
+    fn an_open_being_purged_moves_only_to_be_closed() {
+        let (_svc, [a, b, c]) = three();
+        let da = u64::MAX - 1;
+        hold_disconnected(&a, da);
+        // A conflicting open breaks the disconnected open's oplock.
+        let i = intent(3 << 48 | 1, Level::NoOplock);
+        assert_eq!(
+            c.open_with(K, "f".into(), 8, RW, share::ALL, false, &i),
+            Ok(Opened::Wait)
+        );
+        let (stx, mut srx) = mpsc::unbounded_channel();
+        a.set_surrender_sink(stx);
+        let file = tempfile::tempfile().unwrap();
+        let got = std::thread::scope(|s| {
+            let t = s.spawn(|| b.durable_claim(7, u64::MAX - 2));
+            let (claim, _) = srx.blocking_recv().unwrap();
+            let fd = std::os::fd::AsFd::as_fd(&file);
+            assert!(a.surrendered(claim, da, Some((moved(7), fd))));
+            t.join().unwrap()
+        });
+        let (m, _fd) = got.expect("moved");
+        assert!(m.purge, "the claimant must close it");
+    }
+
+    /// Waits until `f` holds (a dead worker is noticed asynchronously).
+    fn eventually(what: &str, f: impl Fn() -> bool) {
+        let t0 = Instant::now();
+        while !f() {
+            assert!(t0.elapsed() < Duration::from_secs(5), "{what}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn a_dead_workers_kept_durable_open_is_adopted_with_its_lock() {
+        let (_svc, [a, b, c]) = three();
+        let i = intent(1 << 48 | 1, Level::Batch);
+        let r = a.open_with(K, "f".into(), 7, RW, share::READ, false, &i);
+        assert_eq!(r, Ok(Opened::Granted(Level::Batch)));
+        a.lock(K, 7, 0, 10, true).unwrap();
+        a.durable_kept(K, 7, Duration::from_secs(60));
+        // An open without a keeper record goes with its worker.
+        open(&a, 9, access::FILE_READ_DATA, share::ALL).unwrap();
+        shut(&a);
+        eventually("the plain open is closed", || c.open_count(K) == 1);
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(c.open_count(K), 1, "the kept one stays");
+        assert_eq!(
+            open(&c, 8, RW, share::ALL),
+            Err(NtStatus::SHARING_VIOLATION)
+        );
+        assert!(b.adopt_orphan(K, 99, 2 << 48 | 1).is_none());
+        let (level, locks) = b.adopt_orphan(K, 7, 2 << 48 | 1).expect("adopted");
+        assert_eq!((level, locks), (Level::Batch, vec![(0, 10, true)]));
+        assert!(b.adopt_orphan(K, 7, 2 << 48 | 1).is_none(), "adopted once");
+        b.unlock(K, 7, 0, 10).unwrap();
+        assert!(b.close(K, 7).last);
+    }
+
+    #[test]
+    fn a_conflicting_open_purges_an_orphan() {
+        let (_svc, [a, b, _c]) = three();
+        let i = intent(1 << 48 | 1, Level::Batch);
+        let r = a.open_with(K, "f".into(), 7, RW, 0, false, &i);
+        assert_eq!(r, Ok(Opened::Granted(Level::Batch)));
+        a.durable_kept(K, 7, Duration::from_secs(60));
+        shut(&a);
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(b.open_count(K), 1);
+        let other = intent(2 << 48 | 1, Level::NoOplock);
+        assert_eq!(
+            b.open_with(K, "f".into(), 8, RW, 0, false, &other),
+            Ok(Opened::Wait)
+        );
+        eventually("the orphan is purged", || b.open_count(K) == 0);
+        assert_eq!(
+            b.open_with(K, "f".into(), 8, RW, 0, false, &other),
+            Ok(Opened::Granted(Level::NoOplock))
+        );
+        assert!(b.adopt_orphan(K, 7, 5).is_none());
     }
 
     #[test]

@@ -447,6 +447,82 @@ pub enum Req {
         keep: u32,
         timeout: Duration,
     },
+    /// A durable reconnect names disconnected open `open_id`, which another
+    /// worker holds: the supervisor asks that worker to give it up
+    /// ([`ToWorkerMsg::Surrender`]) and answers with [`Resp::Moved`], the
+    /// open's fd attached. Its broker records are re-owned to the caller and
+    /// its breaks go to `to_owner` (the caller's disconnected-open owner).
+    DurableClaim {
+        open_id: u64,
+        to_owner: u64,
+    },
+    /// The answer to [`ToWorkerMsg::Surrender`]: the open given up (its fd
+    /// attached), or None if the worker no longer holds it disconnected.
+    /// Answered with `Bool`: false means nobody took it, and the worker keeps
+    /// it.
+    Surrendered {
+        claim: u64,
+        from_owner: u64,
+        open: Option<Box<MovedOpen>>,
+    },
+    /// Open `open_id` is durable and the handle keeper holds its fd: if this
+    /// worker dies, the supervisor keeps its broker records (share mode,
+    /// oplock or lease, byte-range locks) for `timeout` instead of closing
+    /// them, until a conflicting open purges it or a worker adopts it.
+    DurableKept {
+        key: Key,
+        open_id: u64,
+        timeout: Duration,
+    },
+    /// A worker rebuilding open `open_id` from the keeper takes over the
+    /// records a dead worker left (`Resp::Adopted`), breaks going to
+    /// `owner`.
+    AdoptOrphan {
+        key: Key,
+        open_id: u64,
+        owner: u64,
+    },
+}
+
+/// Byte-range locks of one open: (offset, length, exclusive).
+pub type Locks = Vec<(u64, u64, bool)>;
+
+/// What a worker needs to rebuild a disconnected durable open another
+/// worker gave up (the fd travels beside it as SCM_RIGHTS). The broker's
+/// records of the open (share mode, oplock or lease, byte-range locks) stay
+/// where they are, under the same open id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MovedOpen {
+    /// Persistent and volatile FileId (and broker open id): they are equal.
+    pub open_id: u64,
+    pub key: Key,
+    pub share: String,
+    pub path: Vec<u8>,
+    pub smb_name: String,
+    pub is_dir: bool,
+    pub access: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+    pub position: u64,
+    pub mode: u32,
+    pub write_time: OpenWriteTime,
+    pub stream: Option<String>,
+    pub durable_v2: bool,
+    pub create_guid: [u8; 16],
+    pub client_guid: [u8; 16],
+    pub timeout: Duration,
+    pub share_access: u32,
+    pub keeper_id: Option<u64>,
+    /// Open.LockSequenceArray.
+    pub lock_seq: Vec<u8>,
+    /// The OFD-mirrored byte-range locks (offset, length, exclusive).
+    pub ofd_locks: Locks,
+    /// Time left before the disconnected open times out.
+    pub remaining: Duration,
+    /// Set by the supervisor: the open was being broken when it moved, so
+    /// the claimant closes it (as the purge it missed would have).
+    pub purge: bool,
 }
 
 /// The answer to one [`Req`]; statuses as their NTSTATUS values.
@@ -476,6 +552,11 @@ pub enum Resp {
     File(Option<Key>),
     Grant(Option<WireGrant>),
     State(Result<u32, u32>),
+    /// `DurableClaim`: the open taken over (its fd attached), if any.
+    Moved(Option<Box<MovedOpen>>),
+    /// `AdoptOrphan`: the open's oplock level and byte-range locks (offset,
+    /// length, exclusive), if the broker still had it.
+    Adopted(Option<(u8, Locks)>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -500,6 +581,12 @@ pub enum ToWorkerMsg {
     /// Oplocks or locks of the key changed: wake the local waiters.
     Wake {
         key: Key,
+    },
+    /// Another worker claims disconnected durable open `open_id`: give it
+    /// up and answer with `Req::Surrendered { claim, .. }`.
+    Surrender {
+        claim: u64,
+        open_id: u64,
     },
 }
 

@@ -13,17 +13,19 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::io::IoSlice;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use nix::errno::Errno;
-use nix::sys::socket::{self, AddressFamily, MsgFlags, SockFlag, SockType};
+use nix::sys::socket::{self, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::broker_proto::{
-    self as bp, bytes_path, status, Key, Req, Resp, ToBroker, ToWorkerMsg, WireClose,
+    self as bp, bytes_path, status, Key, MovedOpen, Req, Resp, ToBroker, ToWorkerMsg, WireClose,
 };
 use crate::fsa::broker::{Broker, FileKey, Opened};
 use crate::fsa::oplock::BreakNotice;
@@ -41,6 +43,42 @@ pub fn send_msg(fd: &OwnedFd, msg: &[u8]) -> io::Result<()> {
             Err(Errno::EINTR) => continue,
             Err(e) => return Err(e.into()),
         }
+    }
+}
+
+/// Sends one message with `with` attached as SCM_RIGHTS (if any).
+pub fn send_msg_fd(fd: &OwnedFd, msg: &[u8], with: Option<BorrowedFd<'_>>) -> io::Result<()> {
+    let Some(with) = with else {
+        return send_msg(fd, msg);
+    };
+    let raw = [with.as_raw_fd()];
+    let cmsgs = [ControlMessage::ScmRights(&raw)];
+    loop {
+        match socket::sendmsg::<()>(
+            fd.as_raw_fd(),
+            &[IoSlice::new(msg)],
+            &cmsgs,
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        ) {
+            Ok(n) if n == msg.len() => return Ok(()),
+            Ok(_) => return Err(io::Error::other("short broker message send")),
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Receives one message and the fds attached to it (owned, so that a
+/// stray one is closed); `Ok(None)` when the peer closed the socket.
+/// Messages longer than [`bp::MAX_MESSAGE`] are refused.
+pub fn recv_msg_fds(fd: &OwnedFd, buf: &mut Vec<u8>) -> io::Result<Option<(usize, Vec<OwnedFd>)>> {
+    buf.resize(bp::MAX_MESSAGE + 1, 0);
+    match kmod_interface::fdpass::recv_with_fds(fd.as_fd(), buf) {
+        Ok((0, fds)) if fds.is_empty() => Ok(None),
+        Ok((n, _)) if n > bp::MAX_MESSAGE => Err(io::Error::other("oversized broker message")),
+        Ok((n, fds)) => Ok(Some((n, fds))),
+        Err(e) => Err(e),
     }
 }
 
@@ -96,6 +134,9 @@ struct Link {
     breaks_tx: mpsc::UnboundedSender<BreakNotice>,
     /// Opens this worker holds in the broker (closed if it dies).
     opens: Mutex<HashSet<(FileKey, u64)>>,
+    /// Those of them that are durable with the keeper holding their fd, and
+    /// their durable timeout (kept as orphans if the worker dies).
+    kept: Mutex<HashMap<(FileKey, u64), Duration>>,
 }
 
 impl Link {
@@ -118,6 +159,32 @@ impl Link {
     }
 }
 
+/// How long a claimant waits for the holder of a durable open to give it up.
+const CLAIM_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a claim's waiting thread receives: the open and its fd, or nothing.
+type ClaimResult = (Option<Box<MovedOpen>>, Option<OwnedFd>);
+
+/// A durable open being moved from worker `holder` to worker `claimant`
+/// (both by link id).
+struct Claim {
+    open_id: u64,
+    claimant: u64,
+    holder: u64,
+    to_owner: u64,
+    tx: std::sync::mpsc::SyncSender<ClaimResult>,
+}
+
+/// Break owner of the orphans: a dead worker's durable opens whose fd the
+/// handle keeper holds (unlike any connection id or disconnected-open owner).
+pub const ORPHAN_OWNER: u64 = u64::MAX - 0x2_0000;
+
+/// A dead worker's kept durable open, waiting for a worker to adopt it.
+struct Orphan {
+    key: FileKey,
+    deadline: std::time::Instant,
+}
+
 /// The broker and the links of all workers.
 #[derive(Default)]
 pub struct BrokerService {
@@ -133,6 +200,14 @@ pub struct BrokerService {
     /// `Wake` once it is done (by link). Until then waiters keep waiting, as
     /// the in-process broker's deferred wake-up makes them.
     unlinking: Mutex<HashMap<FileKey, u64>>,
+    /// Durable opens being moved between workers, by claim id.
+    claims: Mutex<HashMap<u64, Claim>>,
+    next_claim: AtomicU64,
+    /// Orphaned durable opens by open id.
+    orphans: Mutex<HashMap<u64, Orphan>>,
+    /// Started with the first orphan: the thread that purges orphans on a
+    /// break or at their deadline.
+    reaper: std::sync::OnceLock<()>,
 }
 
 impl BrokerService {
@@ -157,6 +232,7 @@ impl BrokerService {
             breaks_rx: Mutex::new(rx),
             breaks_tx: tx,
             opens: Mutex::new(HashSet::new()),
+            kept: Mutex::new(HashMap::new()),
         });
         lock(&self.links).insert(id, link.clone());
         let mut theirs = Vec::new();
@@ -179,7 +255,7 @@ impl BrokerService {
         })
     }
 
-    fn call_socket_closed(&self, id: u64, link: &Link) {
+    fn call_socket_closed(self: &Arc<Self>, id: u64, link: &Link) {
         if link.serving.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.detach(id, link);
         }
@@ -188,8 +264,8 @@ impl BrokerService {
     fn serve(self: Arc<Self>, id: u64, link: Arc<Link>, sock: OwnedFd) {
         let mut buf = Vec::new();
         loop {
-            let n = match recv_msg(&sock, &mut buf) {
-                Ok(Some(n)) => n,
+            let (n, mut fds) = match recv_msg_fds(&sock, &mut buf) {
+                Ok(Some(got)) => got,
                 Ok(None) => break,
                 Err(e) => {
                     warn!(worker = link.worker, %e, "broker link error");
@@ -207,13 +283,30 @@ impl BrokerService {
                 }
             };
             tracing::trace!(req = ?msg.req, "broker call");
-            let (resp, wake) = self.handle(id, &link, msg.req);
+            let (resp, wake, out_fd) = match msg.req {
+                Req::DurableClaim { open_id, to_owner } => {
+                    let (r, fd) = self.claim(id, open_id, to_owner);
+                    (r, None, fd)
+                }
+                Req::Surrendered {
+                    claim,
+                    from_owner,
+                    open,
+                } => {
+                    let r = self.surrendered(id, &link, claim, from_owner, open, fds.pop());
+                    (r, None, None)
+                }
+                req => {
+                    let (r, w) = self.handle(id, &link, req);
+                    (r, w, None)
+                }
+            };
             self.flush_all();
             if let Some(key) = wake {
                 self.wake(key);
             }
             let reply = bp::encode(&ToWorkerMsg::Reply { id: msg.id, resp });
-            if let Err(e) = send_msg(&sock, &reply) {
+            if let Err(e) = send_msg_fd(&sock, &reply, out_fd.as_ref().map(|f| f.as_fd())) {
                 debug!(worker = link.worker, %e, "broker reply not delivered");
             }
         }
@@ -254,10 +347,191 @@ impl BrokerService {
         }
     }
 
+    /// `Req::DurableClaim` from link `id`: finds the worker whose broker
+    /// opens include `open_id`, asks it to give the open up and waits for
+    /// its answer (handled by [`Self::surrendered`] on the holder's thread).
+    /// One claim of an open at a time: a concurrent one loses at once.
+    fn claim(&self, id: u64, open_id: u64, to_owner: u64) -> (Resp, Option<OwnedFd>) {
+        let none = (Resp::Moved(None), None);
+        let holder = {
+            let links = lock(&self.links);
+            links
+                .iter()
+                .find(|(_, l)| lock(&l.opens).iter().any(|(_, o)| *o == open_id))
+                .map(|(h, l)| (*h, l.clone()))
+        };
+        let Some((hid, hlink)) = holder else {
+            debug!(open_id, "durable claim: no worker has the open");
+            return none;
+        };
+        if hid == id {
+            // The claimant's own open, and not disconnected there.
+            return none;
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let claim = self.next_claim.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut c = lock(&self.claims);
+            if c.values().any(|p| p.open_id == open_id) {
+                debug!(
+                    open_id,
+                    "durable claim: another claim of the open is under way"
+                );
+                return none;
+            }
+            c.insert(
+                claim,
+                Claim {
+                    open_id,
+                    claimant: id,
+                    holder: hid,
+                    to_owner,
+                    tx,
+                },
+            );
+        }
+        hlink.send(&ToWorkerMsg::Surrender { claim, open_id });
+        let got = match rx.recv_timeout(CLAIM_TIMEOUT) {
+            Ok(g) => g,
+            Err(_) => {
+                // Still registered: the holder has not answered, and will
+                // find the claim gone (and keep the open). Otherwise its
+                // answer is being handled and is sent shortly.
+                if lock(&self.claims).remove(&claim).is_some() {
+                    warn!(
+                        open_id,
+                        worker = hlink.worker,
+                        "durable claim: the holder did not answer"
+                    );
+                    return none;
+                }
+                rx.recv().unwrap_or((None, None))
+            }
+        };
+        match got {
+            (Some(m), Some(fd)) => (Resp::Moved(Some(m)), Some(fd)),
+            _ => none,
+        }
+    }
+
+    /// `Req::Surrendered` from holder link `hid`: re-owns the open's broker
+    /// records (its entry among the link's opens, and its oplock or lease
+    /// breaks) to the claimant and hands the open over. False tells the
+    /// holder that nobody took it.
+    fn surrendered(
+        &self,
+        hid: u64,
+        hlink: &Link,
+        claim: u64,
+        from_owner: u64,
+        open: Option<Box<MovedOpen>>,
+        fd: Option<OwnedFd>,
+    ) -> Resp {
+        let Some(p) = lock(&self.claims).remove(&claim) else {
+            debug!(claim, "surrendered open: its claimant gave up");
+            return Resp::Bool(false);
+        };
+        let fail = |p: Claim| {
+            let _ = p.tx.send((None, None));
+            Resp::Bool(false)
+        };
+        let (Some(mut open), Some(fd)) = (open, fd) else {
+            return fail(p);
+        };
+        if p.holder != hid || p.open_id != open.open_id {
+            warn!(claim, "surrendered open does not match its claim");
+            return fail(p);
+        }
+        let Some(clink) = lock(&self.links).get(&p.claimant).cloned() else {
+            return fail(p);
+        };
+        let key = FileKey::from(open.key);
+        if !lock(&hlink.opens).remove(&(key, open.open_id)) {
+            warn!(
+                open_id = open.open_id,
+                "surrendered open is not the holder's in the broker"
+            );
+            return fail(p);
+        }
+        lock(&clink.opens).insert((key, open.open_id));
+        if let Some(t) = lock(&hlink.kept).remove(&(key, open.open_id)) {
+            lock(&clink.kept).insert((key, open.open_id), t);
+        }
+        open.purge = !self
+            .broker
+            .oplock_transfer(key, open.open_id, from_owner, p.to_owner);
+        info!(
+            open_id = open.open_id,
+            from = hlink.worker,
+            to = clink.worker,
+            purge = open.purge,
+            "durable open moved between workers"
+        );
+        let _ = p.tx.send((Some(open), Some(fd)));
+        Resp::Bool(true)
+    }
+
+    /// Registers the orphans' break owner and starts the thread that purges
+    /// them: a break (a conflicting open) or their deadline closes them in
+    /// the broker, as the dead worker would have. The keeper's record times
+    /// out on its own.
+    fn start_reaper(self: &Arc<Self>) {
+        self.reaper.get_or_init(|| {
+            let (tx, mut rx) = mpsc::unbounded_channel();
+            self.broker.register_break_sink(ORPHAN_OWNER, tx);
+            let me = Arc::downgrade(self);
+            let started = std::thread::Builder::new()
+                .name("broker-orphans".into())
+                .spawn(move || loop {
+                    std::thread::sleep(Duration::from_millis(100));
+                    let Some(me) = me.upgrade() else {
+                        return;
+                    };
+                    let mut gone = Vec::new();
+                    while let Ok(n) = rx.try_recv() {
+                        gone.push(n.open_id);
+                    }
+                    let now = std::time::Instant::now();
+                    gone.extend(
+                        lock(&me.orphans)
+                            .iter()
+                            .filter(|(_, o)| o.deadline <= now)
+                            .map(|(id, _)| *id),
+                    );
+                    me.purge_orphans(&gone);
+                });
+            if let Err(e) = started {
+                warn!(%e, "cannot start the orphan reaper; orphans live until adopted");
+            }
+        });
+    }
+
+    fn purge_orphans(&self, ids: &[u64]) {
+        let mut any = false;
+        for id in ids {
+            let Some(o) = lock(&self.orphans).remove(id) else {
+                continue;
+            };
+            info!(
+                open_id = id,
+                "orphaned durable open purged (conflicting open or timeout)"
+            );
+            self.broker.close(o.key, *id);
+            self.wake(o.key);
+            any = true;
+        }
+        if any {
+            self.flush_all();
+        }
+    }
+
     /// The worker is gone: closes its opens (releasing their locks and
     /// oplocks), forgets its break owners and watches, wakes waiters.
-    fn detach(&self, id: u64, link: &Link) {
+    fn detach(self: &Arc<Self>, id: u64, link: &Link) {
         lock(&self.links).remove(&id);
+        // Claims waiting for this worker's answer fail now (dropping their
+        // senders wakes the claimants).
+        lock(&self.claims).retain(|_, c| c.holder != id);
         let owners: Vec<u64> = {
             let mut o = lock(&self.owners);
             let mine: Vec<u64> = o
@@ -293,8 +567,25 @@ impl BrokerService {
             self.wake(key);
         }
         let opens: Vec<_> = lock(&link.opens).drain().collect();
-        let n = opens.len();
+        let kept = std::mem::take(&mut *lock(&link.kept));
+        let mut n = opens.len();
         for (key, open_id) in opens {
+            // A durable open whose fd the keeper holds stays, as a
+            // disconnected one would, if its oplock or lease still caches
+            // the handle.
+            if let Some(timeout) = kept.get(&(key, open_id)) {
+                if self.broker.oplock_disconnect(key, open_id, ORPHAN_OWNER) {
+                    self.start_reaper();
+                    let deadline = std::time::Instant::now() + *timeout;
+                    lock(&self.orphans).insert(open_id, Orphan { key, deadline });
+                    info!(
+                        worker = link.worker,
+                        open_id, "a dead worker's durable open is kept for the handle keeper"
+                    );
+                    n -= 1;
+                    continue;
+                }
+            }
             let out = self.broker.close(key, open_id);
             if let Some(p) = out.delete {
                 debug!(path = %p.display(), "delete-on-close of a dead worker's open not done");
@@ -346,6 +637,7 @@ impl BrokerService {
             Req::Close { key, open_id } => {
                 let key = FileKey::from(key);
                 lock(&link.opens).remove(&(key, open_id));
+                lock(&link.kept).remove(&(key, open_id));
                 let out = b.close(key, open_id);
                 return (Resp::Close(out.into()), Some(key));
             }
@@ -357,6 +649,7 @@ impl BrokerService {
                 let key = FileKey::from(key);
                 b.write_time_close(key, &mut open);
                 lock(&link.opens).remove(&(key, open_id));
+                lock(&link.kept).remove(&(key, open_id));
                 let (out, w) = b.close_deferring_wake(key, open_id);
                 let deferred = w.is_some();
                 if deferred {
@@ -368,6 +661,7 @@ impl BrokerService {
             Req::CloseDeferringWake { key, open_id } => {
                 let key = FileKey::from(key);
                 lock(&link.opens).remove(&(key, open_id));
+                lock(&link.kept).remove(&(key, open_id));
                 let (out, w) = b.close_deferring_wake(key, open_id);
                 let deferred = w.is_some();
                 if deferred {
@@ -560,6 +854,52 @@ impl BrokerService {
                 let r = b.unlock(key, open_id, offset, length);
                 return (Resp::Status(status(r)), r.is_ok().then_some(key));
             }
+            Req::DurableKept {
+                key,
+                open_id,
+                timeout,
+            } => {
+                let key = FileKey::from(key);
+                if lock(&link.opens).contains(&(key, open_id)) {
+                    lock(&link.kept).insert((key, open_id), timeout);
+                }
+                Resp::Unit
+            }
+            Req::AdoptOrphan {
+                key,
+                open_id,
+                owner,
+            } => {
+                let key = FileKey::from(key);
+                let mut orphans = lock(&self.orphans);
+                match orphans.get(&open_id) {
+                    Some(o) if o.key == key => match b.oplock_reattach(key, open_id, owner) {
+                        Some(level) => {
+                            orphans.remove(&open_id);
+                            lock(&link.opens).insert((key, open_id));
+                            info!(
+                                worker = link.worker,
+                                open_id, "orphaned durable open adopted"
+                            );
+                            Resp::Adopted(Some((level.wire(), b.locks_of(key, open_id))))
+                        }
+                        // Being broken by a conflicting open: purged now
+                        // rather than by the reaper, so that the caller's
+                        // fallback never meets it.
+                        None => {
+                            orphans.remove(&open_id);
+                            drop(orphans);
+                            info!(open_id, "orphaned durable open purged (being broken)");
+                            b.close(key, open_id);
+                            return (Resp::Adopted(None), Some(key));
+                        }
+                    },
+                    _ => Resp::Adopted(None),
+                }
+            }
+            // Served by `serve` itself (they carry fds).
+            Req::DurableClaim { .. } => Resp::Moved(None),
+            Req::Surrendered { .. } => Resp::Bool(false),
             Req::CheckIo {
                 key,
                 open_id,
