@@ -166,6 +166,58 @@ fn clients_on_different_workers_conflict_as_on_one() {
     assert_eq!(a, b);
 }
 
+/// A connection with another ClientGUID binds to a session of the other
+/// worker (MS-SMB2 3.3.5.5.2): its SESSION_SETUP names a session id that
+/// carries the owning worker's index, so the connection moves there with its
+/// negotiated state and the binding request, and then works as a channel of
+/// the session (reads what the first channel wrote, meets its share mode).
+#[test]
+fn session_binds_across_workers() {
+    if !python_smbprotocol_available() {
+        return;
+    }
+    let srv = Server::start_config("holdfast workers = 2", "");
+    let Some(pid) = srv.pid() else {
+        return; // external server
+    };
+    assert_eq!(wait_workers(pid, 2).len(), 2, "want two workers");
+    let out = srv.python_script("bind_across_workers.py", &[], Duration::from_secs(60));
+    assert!(out.success(), "bind_across_workers.py failed:\n{out}");
+    for want in [
+        "OK bound session",
+        "OK the bound channel reads what the first channel wrote",
+        "OK first channel unaffected",
+    ] {
+        assert!(out.stdout.contains(want), "{out}");
+    }
+    let ports: Vec<&str> = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("PORTS "))
+        .expect("script prints its ports")
+        .split(' ')
+        .collect();
+    let log = srv.log_text();
+    let owner = worker_of_port(&log, ports[0]).expect("first connection in the log");
+    let arrived = worker_of_port(&log, ports[1]).expect("second connection in the log");
+    assert_ne!(owner, arrived, "the two clients must start on different workers");
+    let moved_to = worker_of_moved_port(&log, ports[1]).expect("the second connection moved");
+    assert_eq!(moved_to, owner, "moved to the session's worker");
+    assert!(log.contains("channel bound to session"), "no binding in the log");
+}
+
+/// The worker a connection from local port `port` was moved to.
+fn worker_of_moved_port(log: &str, port: &str) -> Option<u64> {
+    let peer = format!("peer=127.0.0.1:{port}}}");
+    log.lines()
+        .map(strip_ansi)
+        .filter(|l| l.contains(&peer) && l.contains("connected (moved here from another worker)"))
+        .find_map(|l| {
+            let id = l.split("conn{id=").nth(1)?.split(' ').next()?;
+            Some((id.parse::<u64>().ok()? >> 48) - 1)
+        })
+}
+
 /// A worker killed while it holds an exclusive open and a lock: the
 /// supervisor's broker releases them, so a client of the other worker can
 /// open and lock the file.
