@@ -6,6 +6,7 @@ use super::files::Open;
 use super::pending::{AsyncWork, Pending, PendingTable};
 use super::session::Session;
 use super::state::{ServerState, SessionClose};
+use super::workers::proto::{MovedConn, MAX_MOVED_FRAME};
 use crate::fsa::oplock::BreakNotice;
 use crate::server::crypto::{self, PreauthHash, SigningAlgorithm};
 use crate::wire::header::{
@@ -17,7 +18,6 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use super::workers::proto::{MovedConn, MAX_MOVED_FRAME};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn, Instrument};
@@ -291,7 +291,8 @@ impl Connection {
         {
             info!(
                 sid,
-                owner, "session is in another worker, but this connection has state; answering here"
+                owner,
+                "session is in another worker, but this connection has state; answering here"
             );
             return None;
         }
@@ -350,7 +351,10 @@ impl Connection {
         let span = tracing::info_span!("conn", id = self.conn_id, peer = %self.peer);
         async {
             if self.first_frame.is_some() {
-                info!(dialect = format_args!("{:#06x}", self.neg.dialect), "connected (moved here from another worker)");
+                info!(
+                    dialect = format_args!("{:#06x}", self.neg.dialect),
+                    "connected (moved here from another worker)"
+                );
             } else {
                 info!("connected");
             }
@@ -1618,8 +1622,15 @@ mod tests {
 
     #[test]
     fn setup_naming_session_finds_binding_and_reconnect() {
-        assert_eq!(setup_naming_session(&setup(0x0100_0002, 1, 0)), Some(0x0100_0002));
-        assert_eq!(setup_naming_session(&setup(0, 1, 0)), None, "binding to nothing");
+        assert_eq!(
+            setup_naming_session(&setup(0x0100_0002, 1, 0)),
+            Some(0x0100_0002)
+        );
+        assert_eq!(
+            setup_naming_session(&setup(0, 1, 0)),
+            None,
+            "binding to nothing"
+        );
         assert_eq!(setup_naming_session(&setup(0, 0, 7)), Some(7), "reconnect");
         assert_eq!(setup_naming_session(&setup(9, 0, 7)), None, "later leg");
         assert_eq!(setup_naming_session(&setup(0, 0, 0)), None);
@@ -1633,6 +1644,71 @@ mod tests {
         let mut resp = setup(5, 1, 0);
         resp[16] |= 1; // SERVER_TO_REDIR
         assert_eq!(setup_naming_session(&resp), None);
+    }
+
+    fn worker_state(index: u32, workers: usize) -> (tempfile::TempDir, Arc<ServerState>) {
+        let d = tempfile::tempdir().unwrap();
+        let mut c = crate::config::Config::default();
+        c.global.state_directory = d.path().to_path_buf();
+        c.global.workers = workers;
+        c.shares.clear();
+        let mut st = ServerState::new(c).unwrap();
+        st.set_worker(index, 0);
+        (d, Arc::new(st))
+    }
+
+    #[test]
+    fn only_a_stateless_connection_moves_to_another_workers_session() {
+        let (_d, st) = worker_state(0, 2);
+        let peer = "127.0.0.1:1".parse().unwrap();
+        let conn = Connection::new(st.clone(), peer, 1);
+        let other = 1 << crate::server::state::SID_INDEX_SHIFT | 7;
+        assert_eq!(conn.move_target(&setup(other, 1, 0)), Some(other));
+        assert_eq!(conn.move_target(&setup(0, 0, other)), Some(other));
+        assert_eq!(
+            conn.move_target(&setup(7, 1, 0)),
+            None,
+            "this worker's own id"
+        );
+        let beyond = 2 << crate::server::state::SID_INDEX_SHIFT | 7;
+        assert_eq!(
+            conn.move_target(&setup(beyond, 1, 0)),
+            None,
+            "no such worker"
+        );
+        let mut busy = Connection::new(st.clone(), peer, 2);
+        let ntlm = crate::server::auth::NtlmServer::new(st.target.clone());
+        busy.sessions
+            .insert(3, Session::new(3, ntlm, PreauthHash::new()));
+        assert_eq!(busy.move_target(&setup(other, 1, 0)), None, "has a session");
+        let mut big = setup(other, 1, 0);
+        big.resize(MAX_MOVED_FRAME + 1, 0);
+        assert_eq!(conn.move_target(&big), None, "too large to carry");
+        // one worker, or a single process: never
+        let (_d1, one) = worker_state(0, 1);
+        let c1 = Connection::new(one, peer, 3);
+        assert_eq!(c1.move_target(&setup(other, 1, 0)), None);
+    }
+
+    #[test]
+    fn resumed_connection_keeps_its_negotiated_state() {
+        let (_d, st) = worker_state(1, 2);
+        let peer = "127.0.0.1:2".parse().unwrap();
+        let mut a = Connection::new(st.clone(), peer, 1);
+        assert!(a.credits.consume(0, 1));
+        a.credits.grant(5);
+        a.neg.dialect = 0x0311;
+        a.neg.client_guid = [4; 16];
+        a.preauth.update(b"negotiate");
+        let m = a.departure_state(setup(9, 1, 0));
+        let b = Connection::resumed(st.clone(), 2, m.clone()).unwrap();
+        assert_eq!(b.neg, a.neg);
+        assert_eq!(b.preauth.value(), a.preauth.value());
+        assert_eq!(b.credits.to_parts(), a.credits.to_parts());
+        assert_eq!(b.first_frame.as_deref(), Some(&setup(9, 1, 0)[..]));
+        let mut never = m;
+        never.neg.dialect = 0;
+        assert!(Connection::resumed(st, 3, never).is_err());
     }
 
     #[test]

@@ -213,7 +213,7 @@ impl ServerState {
                 continue;
             }
             let sid = self.sid_base | n;
-            let live = self.sessions.lock().map_or(false, |m| m.contains_key(&sid));
+            let live = self.sessions.lock().is_ok_and(|m| m.contains_key(&sid));
             if !live {
                 return sid;
             }
@@ -478,10 +478,17 @@ mod tests {
         // a restarted worker (same index, next generation) never repeats an id
         let (_d2, mut again) = state();
         again.set_worker(5, 4);
-        assert_ne!(again.new_session_id() >> SID_GENERATION_SHIFT, a >> SID_GENERATION_SHIFT);
+        assert_ne!(
+            again.new_session_id() >> SID_GENERATION_SHIFT,
+            a >> SID_GENERATION_SHIFT
+        );
         assert_eq!(session_origin(0), None);
         assert_eq!(session_origin(1 << 40), None);
-        assert_eq!(session_origin(5 << SID_INDEX_SHIFT), None, "counter 0 is never issued");
+        assert_eq!(
+            session_origin(5 << SID_INDEX_SHIFT),
+            None,
+            "counter 0 is never issued"
+        );
     }
 
     #[test]

@@ -290,7 +290,9 @@ impl Supervisor {
                         conn,
                     };
                     match channel::send(&dest, &m.encode(), Some(&fd)).await {
-                        Ok(()) => info!(from = i, to = w, sid, %peer, "connection moved to the session's worker"),
+                        Ok(()) => {
+                            info!(from = i, to = w, sid, %peer, "connection moved to the session's worker")
+                        }
                         Err(e) if w != i => {
                             warn!(worker = w, %e, sid, "cannot move a connection there; it goes back");
                             let ToWorker::Moved { conn, .. } = m else {
@@ -305,7 +307,9 @@ impl Supervisor {
                                 warn!(worker = i, %e, "cannot return a moved connection; dropping it");
                             }
                         }
-                        Err(e) => warn!(worker = i, %e, "cannot return a moved connection; dropping it"),
+                        Err(e) => {
+                            warn!(worker = i, %e, "cannot return a moved connection; dropping it")
+                        }
                     }
                 }
                 Ok(ToSupervisor::Release { guid }) => {
