@@ -11,10 +11,16 @@ key. The bind must succeed with a response signed by the new channel's key; clie
 then connects the share over the bound channel, reads the file client 1 wrote and
 sees client 1's open (a share-none open is refused). Prints "PORTS a b" (local ports of
 the two connections) and "OK ..." lines; exits non-zero on the first failure.
+
+With --handshake DIR, the script instead writes DIR/held (client 1's port) before
+binding, waits for DIR/go (the caller kills client 1's worker meanwhile), and expects
+the bind to fail with USER_SESSION_DELETED: the session died with its worker.
 """
 import argparse
 import hashlib
+import os
 import sys
+import time
 import uuid
 
 import spnego
@@ -28,6 +34,7 @@ from smbprotocol.session import Session, SMB2SessionSetupRequest, SMB2SessionSet
 from smbprotocol.tree import TreeConnect
 
 SHARING_VIOLATION = 0xC0000043
+USER_SESSION_DELETED = 0xC0000203
 SESSION_FLAG_BINDING = 0x01
 R = FilePipePrinterAccessMask.GENERIC_READ
 RW = R | FilePipePrinterAccessMask.GENERIC_WRITE
@@ -97,6 +104,25 @@ def bind(conn, owner, a):
     return ch
 
 
+def bind_after_owner_died(a, c1, c2, s1):
+    held = os.path.join(a.handshake, "held")
+    with open(held + ".tmp", "w") as fh:
+        fh.write(str(c1.transport._sock.getsockname()[1]))
+    os.rename(held + ".tmp", held)
+    deadline = time.time() + 30
+    while not os.path.exists(os.path.join(a.handshake, "go")):
+        assert time.time() < deadline, "nobody killed the session's worker"
+        time.sleep(0.05)
+    try:
+        bind(c2, s1, a)
+        raise AssertionError("bound to a session whose worker died")
+    except SMBResponseException as e:
+        assert e.status == USER_SESSION_DELETED, "bind after the owner died: %s" % e
+    print("OK bind to a dead worker's session: USER_SESSION_DELETED", flush=True)
+    c2.disconnect(close=False)
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--host", default="127.0.0.1")
@@ -105,6 +131,7 @@ def main():
     ap.add_argument("--user", required=True)
     ap.add_argument("--password", required=True)
     ap.add_argument("--dialect", default="3.1.1", choices=["3.1.1", "3.0.2"])
+    ap.add_argument("--handshake", help="directory for the owner-dies handshake")
     a = ap.parse_args()
     dialect = Dialects.SMB_3_1_1 if a.dialect == "3.1.1" else Dialects.SMB_3_0_2
     unc = "\\\\%s\\%s" % (a.host, a.share)
@@ -124,6 +151,8 @@ def main():
     c2.connect(dialect)
     print("PORTS %d %d" % (c1.transport._sock.getsockname()[1],
                            c2.transport._sock.getsockname()[1]), flush=True)
+    if a.handshake:
+        return bind_after_owner_died(a, c1, c2, s1)
     ch = bind(c2, s1, a)
     print("OK bound session 0x%x from another ClientGUID" % ch.session_id, flush=True)
 

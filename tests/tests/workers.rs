@@ -219,6 +219,77 @@ fn session_binds_across_workers() {
     assert!(srv.log_text().contains("channel bound to session"));
 }
 
+/// A bind to a session whose worker was killed (and restarted, a new
+/// generation) is answered USER_SESSION_DELETED by the binding connection's
+/// worker: the supervisor sends the connection back.
+#[test]
+fn bind_to_a_dead_workers_session_is_refused() {
+    if !python_smbprotocol_available() {
+        return;
+    }
+    let srv = Server::start_config("holdfast workers = 2", "");
+    let Some(pid) = srv.pid() else {
+        return;
+    };
+    assert_eq!(wait_workers(pid, 2).len(), 2, "want two workers");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hs = dir.path().display().to_string();
+    let script = std::thread::scope(|s| {
+        let run = s.spawn(|| {
+            srv.python_script(
+                "bind_across_workers.py",
+                &["--handshake", &hs],
+                Duration::from_secs(90),
+            )
+        });
+        let held = dir.path().join("held");
+        let t0 = Instant::now();
+        while !held.exists() && !run.is_finished() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "script never held a session"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if held.exists() {
+            let port = std::fs::read_to_string(&held).expect("held");
+            let log = srv.log_text();
+            let w = worker_of_port(&log, port.trim()).expect("owner in the log");
+            let victim = worker_pid(&log, w).expect("owner's worker pid in the log");
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(victim as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .expect("kill the session's worker");
+            // Bind once the replacement runs (or while none does: both refuse).
+            let t0 = Instant::now();
+            loop {
+                let w = workers_of(pid);
+                if (w.len() == 2 && !w.contains(&victim)) || t0.elapsed() > Duration::from_secs(10)
+                {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            std::fs::write(dir.path().join("go"), b"").expect("go");
+        }
+        run.join().expect("script thread")
+    });
+    assert!(
+        script.success(),
+        "bind_across_workers.py --handshake failed:\n{script}"
+    );
+    assert!(
+        script
+            .stdout
+            .contains("OK bind to a dead worker's session: USER_SESSION_DELETED"),
+        "{script}"
+    );
+    assert!(srv
+        .log_text()
+        .contains("answering as for an unknown session"));
+}
+
 /// The worker a connection from local port `port` was moved to.
 fn worker_of_moved_port(log: &str, port: &str) -> Option<u64> {
     let peer = format!("peer=127.0.0.1:{port}}}");

@@ -296,11 +296,11 @@ impl Connection {
             );
             return None;
         }
-        if buf.len() > MAX_MOVED_FRAME {
+        if buf.len() > MAX_MOVED_FRAME || !self.departure_state(Vec::new()).fits() {
             warn!(
                 sid,
                 len = buf.len(),
-                "request too large to move with its connection; answering here"
+                "request or connection state too large to move; answering here"
             );
             return None;
         }
