@@ -290,6 +290,7 @@ impl Supervisor {
                         conn,
                     };
                     match channel::send(&dest, &m.encode(), Some(&fd)).await {
+                        Ok(()) if owner_gone => {}
                         Ok(()) => {
                             info!(from = i, to = w, sid, %peer, "connection moved to the session's worker")
                         }
