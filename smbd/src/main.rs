@@ -265,7 +265,12 @@ fn run_worker(cfg: Config, index: u32) -> ExitCode {
         };
         // Share modes, oplocks and locks live in the supervisor's broker.
         match link.recv_broker().await.and_then(RemoteBroker::new) {
-            Ok(b) => st.broker = BrokerHandle::Remote(b),
+            Ok(b) => {
+                st.broker = BrokerHandle::Remote(b);
+                // Session ids name this worker (MS-SMB2 GlobalSessionTable
+                // spans the workers: see workers::proto Move).
+                st.set_worker(index, link.generation());
+            }
             Err(e) => {
                 tracing::error!(%e, "worker: no broker link from the supervisor");
                 return ExitCode::FAILURE;

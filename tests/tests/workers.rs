@@ -166,6 +166,142 @@ fn clients_on_different_workers_conflict_as_on_one() {
     assert_eq!(a, b);
 }
 
+/// A connection with another ClientGUID binds to a session of the other
+/// worker (MS-SMB2 3.3.5.5.2): its SESSION_SETUP names a session id that
+/// carries the owning worker's index, so the connection moves there with its
+/// negotiated state and the binding request, and then works as a channel of
+/// the session (reads what the first channel wrote, meets its share mode).
+#[test]
+fn session_binds_across_workers() {
+    if !python_smbprotocol_available() {
+        return;
+    }
+    let srv = Server::start_config("holdfast workers = 2", "");
+    let Some(pid) = srv.pid() else {
+        return; // external server
+    };
+    assert_eq!(wait_workers(pid, 2).len(), 2, "want two workers");
+    // 3.0.2 also checks VALIDATE_NEGOTIATE_INFO sent on the bound channel.
+    for dialect in ["3.1.1", "3.0.2"] {
+        let out = srv.python_script(
+            "bind_across_workers.py",
+            &["--dialect", dialect],
+            Duration::from_secs(60),
+        );
+        assert!(
+            out.success(),
+            "bind_across_workers.py {dialect} failed:\n{out}"
+        );
+        for want in [
+            "OK bound session",
+            "OK the bound channel reads what the first channel wrote",
+            "OK first channel unaffected",
+        ] {
+            assert!(out.stdout.contains(want), "{dialect}: {out}");
+        }
+        let ports: Vec<&str> = out
+            .stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("PORTS "))
+            .expect("script prints its ports")
+            .split(' ')
+            .collect();
+        let log = srv.log_text();
+        let owner = worker_of_port(&log, ports[0]).expect("first connection in the log");
+        let arrived = worker_of_port(&log, ports[1]).expect("second connection in the log");
+        assert_ne!(
+            owner, arrived,
+            "{dialect}: the clients must start on different workers"
+        );
+        let moved_to = worker_of_moved_port(&log, ports[1]).expect("the second connection moved");
+        assert_eq!(moved_to, owner, "{dialect}: moved to the session's worker");
+    }
+    assert!(srv.log_text().contains("channel bound to session"));
+}
+
+/// A bind to a session whose worker was killed (and restarted, a new
+/// generation) is answered USER_SESSION_DELETED by the binding connection's
+/// worker: the supervisor sends the connection back.
+#[test]
+fn bind_to_a_dead_workers_session_is_refused() {
+    if !python_smbprotocol_available() {
+        return;
+    }
+    let srv = Server::start_config("holdfast workers = 2", "");
+    let Some(pid) = srv.pid() else {
+        return;
+    };
+    assert_eq!(wait_workers(pid, 2).len(), 2, "want two workers");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hs = dir.path().display().to_string();
+    let script = std::thread::scope(|s| {
+        let run = s.spawn(|| {
+            srv.python_script(
+                "bind_across_workers.py",
+                &["--handshake", &hs],
+                Duration::from_secs(90),
+            )
+        });
+        let held = dir.path().join("held");
+        let t0 = Instant::now();
+        while !held.exists() && !run.is_finished() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "script never held a session"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if held.exists() {
+            let port = std::fs::read_to_string(&held).expect("held");
+            let log = srv.log_text();
+            let w = worker_of_port(&log, port.trim()).expect("owner in the log");
+            let victim = worker_pid(&log, w).expect("owner's worker pid in the log");
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(victim as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .expect("kill the session's worker");
+            // Bind once the replacement runs (or while none does: both refuse).
+            let t0 = Instant::now();
+            loop {
+                let w = workers_of(pid);
+                if (w.len() == 2 && !w.contains(&victim)) || t0.elapsed() > Duration::from_secs(10)
+                {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            std::fs::write(dir.path().join("go"), b"").expect("go");
+        }
+        run.join().expect("script thread")
+    });
+    assert!(
+        script.success(),
+        "bind_across_workers.py --handshake failed:\n{script}"
+    );
+    assert!(
+        script
+            .stdout
+            .contains("OK bind to a dead worker's session: USER_SESSION_DELETED"),
+        "{script}"
+    );
+    assert!(srv
+        .log_text()
+        .contains("answering as for an unknown session"));
+}
+
+/// The worker a connection from local port `port` was moved to.
+fn worker_of_moved_port(log: &str, port: &str) -> Option<u64> {
+    let peer = format!("peer=127.0.0.1:{port}}}");
+    log.lines()
+        .map(strip_ansi)
+        .filter(|l| l.contains(&peer) && l.contains("connected (moved here from another worker)"))
+        .find_map(|l| {
+            let id = l.split("conn{id=").nth(1)?.split(' ').next()?;
+            Some((id.parse::<u64>().ok()? >> 48) - 1)
+        })
+}
+
 /// A worker killed while it holds an exclusive open and a lock: the
 /// supervisor's broker releases them, so a client of the other worker can
 /// open and lock the file.

@@ -35,6 +35,9 @@ pub struct Route {
     /// Its channel signing key and algorithm.
     pub key: Vec<u8>,
     pub alg: SigningAlgorithm,
+    /// What that connection negotiated (VALIDATE_NEGOTIATE_INFO arriving on
+    /// it is checked against these, not the owner's, MS-SMB2 3.3.5.15.12).
+    pub neg: Arc<super::conn::Negotiated>,
 }
 
 /// A request chain that arrived on another channel of a session owned here.
@@ -413,6 +416,7 @@ impl Connection {
             out,
             key: key.clone(),
             alg,
+            neg: Arc::new(self.neg.clone()),
         };
         let forward = ch.target.forward.clone();
         let mut grants = Vec::with_capacity(hdrs.len());

@@ -6,6 +6,7 @@ use super::files::Open;
 use super::pending::{AsyncWork, Pending, PendingTable};
 use super::session::Session;
 use super::state::{ServerState, SessionClose};
+use super::workers::proto::{MovedConn, MAX_MOVED_FRAME};
 use crate::fsa::oplock::BreakNotice;
 use crate::server::crypto::{self, PreauthHash, SigningAlgorithm};
 use crate::wire::header::{
@@ -18,7 +19,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn, Instrument};
 
 /// Largest frame accepted before NEGOTIATE has set the real limit.
@@ -97,6 +98,27 @@ pub struct ChainRest {
 /// A pending request's task reports its result under its AsyncId.
 type AsyncDone = (u64, Result<Reply, NtStatus>);
 
+/// A frame from the reader. With `gate`, the reader waits (reads nothing
+/// more) until the request loop drops it: the connection may move to
+/// another worker on this frame, and must then leave no bytes behind.
+type Frame = Result<(Vec<u8>, Option<oneshot::Sender<()>>), String>;
+
+/// A connection leaving this worker for the one that holds a session.
+pub struct Departure<S> {
+    pub sock: S,
+    /// The session whose worker is to serve the connection.
+    pub sid: u64,
+    pub conn: MovedConn,
+}
+
+/// Set by the request loop when the connection is to move.
+struct Moving {
+    sid: u64,
+    frame: Vec<u8>,
+    /// Keeps the reader waiting until it is dropped.
+    _gate: Option<oneshot::Sender<()>>,
+}
+
 impl Ctx<'_> {
     /// Substitutes the chain's FileId for the all-ones placeholder.
     pub fn fid(&self, fid: FileId) -> FileId {
@@ -109,7 +131,7 @@ impl Ctx<'_> {
 }
 
 /// Negotiated connection parameters.
-#[derive(Default, Clone)]
+#[derive(Default, Clone, Debug, PartialEq, Eq)]
 pub struct Negotiated {
     pub dialect: u16,
     pub client_guid: [u8; 16],
@@ -176,6 +198,9 @@ pub struct Connection {
     pub started: std::time::Instant,
     /// True once a session setup has completed on this connection.
     pub authenticated: bool,
+    /// A moved connection's first request, answered before anything is read.
+    first_frame: Option<Vec<u8>>,
+    moving: Option<Moving>,
 }
 
 impl Connection {
@@ -215,6 +240,83 @@ impl Connection {
             global_sign: None,
             started: std::time::Instant::now(),
             authenticated: false,
+            first_frame: None,
+            moving: None,
+        }
+    }
+
+    /// A connection another worker served until now, which is to answer
+    /// `m.frame` first (MS-SMB2 3.3.5.5.2: the binding request reaches the
+    /// worker holding the session).
+    pub fn resumed(st: Arc<ServerState>, conn_id: u64, m: MovedConn) -> Result<Self, String> {
+        if m.neg.dialect == 0 {
+            return Err("moved connection was never negotiated".into());
+        }
+        let credits = CreditWindow::from_parts(m.credits).ok_or("bad moved credit window")?;
+        let mut c = Connection::new(st, m.peer, conn_id);
+        c.neg = m.neg;
+        c.credits = credits;
+        c.preauth = PreauthHash::from_value(m.preauth);
+        let age = std::time::Duration::from_millis(m.age_ms);
+        c.started = std::time::Instant::now()
+            .checked_sub(age)
+            .unwrap_or_else(std::time::Instant::now);
+        c.authenticated = m.authenticated;
+        c.first_frame = Some(m.frame);
+        Ok(c)
+    }
+
+    /// The session a request frame names in another worker, when this
+    /// connection is to move there to be answered: a SESSION_SETUP binding
+    /// to it, or starting a session that reconnects it (PreviousSessionId,
+    /// MS-SMB2 3.3.5.5.3). Only a connection with no state of its own (no
+    /// sessions, channels, opens or pending requests) can move.
+    fn move_target(&self, buf: &[u8]) -> Option<u64> {
+        let me = self.st.worker_index?;
+        let workers = self.st.config.global.workers;
+        let sid = setup_naming_session(buf)?;
+        if self.channels.contains_key(&sid) || self.st.bind_target(sid).is_some() {
+            return None;
+        }
+        let (owner, _) = crate::server::state::session_origin(sid)?;
+        if owner == me || owner as usize >= workers {
+            return None;
+        }
+        if !(self.sessions.is_empty()
+            && self.channels.is_empty()
+            && self.opens.is_empty()
+            && self.pipes.is_empty()
+            && self.pending.is_empty()
+            && self.outbox.is_empty())
+        {
+            info!(
+                sid,
+                owner,
+                "session is in another worker, but this connection has state; answering here"
+            );
+            return None;
+        }
+        if buf.len() > MAX_MOVED_FRAME || !self.departure_state(Vec::new()).fits() {
+            warn!(
+                sid,
+                len = buf.len(),
+                "request or connection state too large to move; answering here"
+            );
+            return None;
+        }
+        Some(sid)
+    }
+
+    /// What another worker needs to go on serving this connection.
+    fn departure_state(&self, frame: Vec<u8>) -> MovedConn {
+        MovedConn {
+            peer: self.peer,
+            neg: self.neg.clone(),
+            credits: self.credits.to_parts(),
+            preauth: *self.preauth.value(),
+            age_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            authenticated: self.authenticated,
+            frame,
         }
     }
 
@@ -232,19 +334,52 @@ impl Connection {
     }
 
     /// Serves the connection until the peer leaves, a protocol violation, or shutdown.
-    pub async fn run<S>(mut self, sock: S)
+    pub async fn run<S>(self, sock: S)
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        // Outside a worker of several, nothing moves.
+        let _ = self.run_movable(sock).await;
+    }
+
+    /// Like `run`, but returns the socket and state when the connection is
+    /// to move to the worker holding a session (see `move_target`).
+    pub async fn run_movable<S>(mut self, sock: S) -> Option<Departure<S>>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let span = tracing::info_span!("conn", id = self.conn_id, peer = %self.peer);
         async {
-            info!("connected");
+            if self.first_frame.is_some() {
+                info!(
+                    dialect = format_args!("{:#06x}", self.neg.dialect),
+                    "connected (moved here from another worker)"
+                );
+            } else {
+                info!("connected");
+            }
             self.st
                 .broker
                 .register_break_sink(self.conn_id, self.break_tx.clone());
-            let why = self.serve(sock).await;
+            let out = self.serve(sock).await;
+            let departure = match out {
+                Ok(why) => {
+                    self.teardown().await;
+                    info!(reason = %why, "disconnected");
+                    return None;
+                }
+                Err((sock, sid, frame)) => Departure {
+                    sock,
+                    sid,
+                    conn: self.departure_state(frame),
+                },
+            };
             self.teardown().await;
-            info!(reason = %why, "disconnected");
+            info!(
+                sid = departure.sid,
+                "leaving for the worker that holds the session"
+            );
+            Some(departure)
         }
         .instrument(span)
         .await
@@ -254,15 +389,20 @@ impl Connection {
     /// reader only frames bytes; the writer owns the write half, so final
     /// responses of async requests (and later, break notifications) can be
     /// sent whenever they are ready.
-    async fn serve<S>(&mut self, sock: S) -> String
+    ///
+    /// Err carries the socket (and the request to answer elsewhere) when
+    /// the connection is to move: the reader was waiting at that request's
+    /// gate, so nothing after it has been read.
+    async fn serve<S>(&mut self, sock: S) -> Result<String, (S, u64, Vec<u8>)>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let (rd, wr) = tokio::io::split(sock);
+        let (mut rd, wr) = tokio::io::split(sock);
         let max_frame = Arc::new(AtomicUsize::new(self.max_frame()));
         let (frame_tx, frame_rx) = mpsc::channel(4);
         let (out_tx, out_rx) = mpsc::unbounded_channel();
-        let reader = read_frames(rd, max_frame.clone(), frame_tx);
+        let gates = self.st.worker_index.is_some() && self.st.config.global.workers > 1;
+        let reader = read_frames(&mut rd, max_frame.clone(), frame_tx, gates);
         // Other channels hold clones of `out_tx` to answer requests they
         // forwarded, so the writer stops on `done`, not when senders are gone.
         let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
@@ -273,13 +413,17 @@ impl Connection {
             let _ = done_tx.send(());
             why
         };
-        let work = async {
-            let (why, ()) = tokio::join!(main, writer);
-            why
+        let work = async { tokio::join!(main, writer) };
+        let (why, wr) = tokio::select! {
+            r = work => r,
+            () = reader => return Ok("reader stopped".into()),
         };
-        tokio::select! {
-            why = work => why,
-            () = reader => "reader stopped".into(),
+        let Some(m) = self.moving.take() else {
+            return Ok(why);
+        };
+        match wr {
+            Some(wr) => Err((rd.unsplit(wr), m.sid, m.frame)),
+            None => Ok("write failed before moving".into()),
         }
     }
 
@@ -287,7 +431,7 @@ impl Connection {
     /// one at a time, and queues the resulting frames for the writer.
     async fn request_loop(
         &mut self,
-        mut frames: mpsc::Receiver<Result<Vec<u8>, String>>,
+        mut frames: mpsc::Receiver<Frame>,
         out: mpsc::UnboundedSender<BytesMut>,
         max_frame: Arc<AtomicUsize>,
     ) -> String {
@@ -311,6 +455,22 @@ impl Connection {
                 },
         );
         tokio::pin!(unauth_deadline);
+        if let Some(buf) = self.first_frame.take() {
+            // Moved here to be answered here: never moves on again.
+            let resp = match self.process_frame(buf).await {
+                Ok(r) => r,
+                Err(why) => return why,
+            };
+            max_frame.store(self.max_frame(), Ordering::Relaxed);
+            for f in std::mem::take(&mut self.outbox).into_iter().chain(resp) {
+                if out.send(f).is_err() {
+                    return "writer gone".into();
+                }
+            }
+            if self.terminate {
+                return "terminated by server".into();
+            }
+        }
         loop {
             let resp = tokio::select! {
                 // A close asked for by a reconnect goes first, so that requests
@@ -342,10 +502,19 @@ impl Connection {
                     return "unauthenticated too long".into();
                 }
                 f = frames.recv() => match f {
-                    Some(Ok(buf)) => match self.process_frame(buf).await {
-                        Ok(r) => r,
-                        Err(why) => return why,
-                    },
+                    Some(Ok((buf, gate))) => {
+                        if gate.is_some() {
+                            if let Some(sid) = self.move_target(&buf) {
+                                self.moving = Some(Moving { sid, frame: buf, _gate: gate });
+                                return "moving to another worker".into();
+                            }
+                        }
+                        // `gate` is dropped once the frame is handled.
+                        match self.process_frame(buf).await {
+                            Ok(r) => r,
+                            Err(why) => return why,
+                        }
+                    }
                     Some(Err(why)) => return why,
                     None => return "reader gone".into(),
                 },
@@ -1310,10 +1479,15 @@ fn fixed_body_ok(msg: &[u8], sizes: &[u16]) -> bool {
 /// Reads transport frames and hands them to the request loop; reports the
 /// reason the stream ended as its last item, then waits forever (the request
 /// loop decides when the connection is over).
+///
+/// With `gates`, a frame on which the connection may move (see
+/// `setup_naming_session`) goes with a gate, and nothing more is read until
+/// the request loop has decided.
 async fn read_frames<R: AsyncRead + Unpin>(
-    mut rd: R,
+    rd: &mut R,
     max_frame: Arc<AtomicUsize>,
-    tx: mpsc::Sender<Result<Vec<u8>, String>>,
+    tx: mpsc::Sender<Frame>,
+    gates: bool,
 ) {
     let why = loop {
         let mut len_buf = [0u8; 4];
@@ -1336,8 +1510,17 @@ async fn read_frames<R: AsyncRead + Unpin>(
         if let Err(e) = rd.read_exact(&mut buf).await {
             break format!("read: {e}");
         }
-        if tx.send(Ok(buf)).await.is_err() {
+        let (gate, wait) = if gates && setup_naming_session(&buf).is_some() {
+            let (g, w) = oneshot::channel();
+            (Some(g), Some(w))
+        } else {
+            (None, None)
+        };
+        if tx.send(Ok((buf, gate))).await.is_err() {
             break "request loop gone".into();
+        }
+        if let Some(w) = wait {
+            let _ = w.await;
         }
     };
     let _ = tx.send(Err(why)).await;
@@ -1346,11 +1529,12 @@ async fn read_frames<R: AsyncRead + Unpin>(
 
 /// Owns the write half: sends each finished frame with its transport header,
 /// until every sender is gone (everything queued is flushed first).
+/// Returns the write half unless a write failed.
 async fn write_frames<W: AsyncWrite + Unpin>(
     mut wr: W,
     mut rx: mpsc::UnboundedReceiver<BytesMut>,
     mut done: tokio::sync::oneshot::Receiver<()>,
-) {
+) -> Option<W> {
     let mut stopping = false;
     loop {
         let frame = if stopping {
@@ -1380,15 +1564,157 @@ async fn write_frames<W: AsyncWrite + Unpin>(
         .await
         {
             debug!(error = %e, "write failed");
-            return;
+            return None;
         }
     }
-    let _ = wr.flush().await;
+    wr.flush().await.ok()?;
+    Some(wr)
+}
+
+/// The session a SESSION_SETUP frame (alone or first of a chain, not
+/// encrypted) names beyond this connection: the session it binds to, or the
+/// PreviousSessionId a new session reconnects.
+pub fn setup_naming_session(buf: &[u8]) -> Option<u64> {
+    if buf.get(0..4)? != header::PROTOCOL_ID {
+        return None;
+    }
+    let hdr = Header::decode(buf).ok()?;
+    if hdr.cmd() != Some(Command::SessionSetup) || hdr.is_response() {
+        return None;
+    }
+    // StructureSize(2) Flags(1) SecurityMode(1) Capabilities(4) Channel(4)
+    // SecurityBufferOffset(2) SecurityBufferLength(2) PreviousSessionId(8)
+    let body = buf.get(HEADER_LEN..HEADER_LEN + 24)?;
+    if u16::from_le_bytes([body[0], body[1]]) != 25 {
+        return None;
+    }
+    let binding = body[2] & crate::wire::session::SESSION_FLAG_BINDING != 0;
+    let mut prev = [0u8; 8];
+    prev.copy_from_slice(&body[16..24]);
+    let prev = u64::from_le_bytes(prev);
+    if binding {
+        (hdr.session_id != 0).then_some(hdr.session_id)
+    } else if hdr.session_id == 0 && prev != 0 {
+        Some(prev)
+    } else {
+        None
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A SESSION_SETUP request frame: header, then the 24 fixed body bytes.
+    fn setup(sid: u64, flags: u8, previous: u64) -> Vec<u8> {
+        let h = Header {
+            command: Command::SessionSetup as u16,
+            session_id: sid,
+            ..Header::default()
+        };
+        let mut b = BytesMut::new();
+        h.encode(&mut b);
+        b.put_u16_le(25);
+        b.put_u8(flags);
+        b.put_u8(1);
+        b.put_u32_le(0);
+        b.put_u32_le(0);
+        b.put_u16_le(0x58);
+        b.put_u16_le(0);
+        b.put_u64_le(previous);
+        b.to_vec()
+    }
+
+    #[test]
+    fn setup_naming_session_finds_binding_and_reconnect() {
+        assert_eq!(
+            setup_naming_session(&setup(0x0100_0002, 1, 0)),
+            Some(0x0100_0002)
+        );
+        assert_eq!(
+            setup_naming_session(&setup(0, 1, 0)),
+            None,
+            "binding to nothing"
+        );
+        assert_eq!(setup_naming_session(&setup(0, 0, 7)), Some(7), "reconnect");
+        assert_eq!(setup_naming_session(&setup(9, 0, 7)), None, "later leg");
+        assert_eq!(setup_naming_session(&setup(0, 0, 0)), None);
+        let full = setup(5, 1, 0);
+        for n in 0..full.len() {
+            assert_eq!(setup_naming_session(&full[..n]), None, "prefix {n}");
+        }
+        let mut other = setup(5, 1, 0);
+        other[12] = Command::Create as u8;
+        assert_eq!(setup_naming_session(&other), None);
+        let mut resp = setup(5, 1, 0);
+        resp[16] |= 1; // SERVER_TO_REDIR
+        assert_eq!(setup_naming_session(&resp), None);
+    }
+
+    fn worker_state(index: u32, workers: usize) -> (tempfile::TempDir, Arc<ServerState>) {
+        let d = tempfile::tempdir().unwrap();
+        let mut c = crate::config::Config::default();
+        c.global.state_directory = d.path().to_path_buf();
+        c.global.workers = workers;
+        c.shares.clear();
+        let mut st = ServerState::new(c).unwrap();
+        st.set_worker(index, 0);
+        (d, Arc::new(st))
+    }
+
+    #[test]
+    fn only_a_stateless_connection_moves_to_another_workers_session() {
+        let (_d, st) = worker_state(0, 2);
+        let peer = "127.0.0.1:1".parse().unwrap();
+        let conn = Connection::new(st.clone(), peer, 1);
+        let other = 1 << crate::server::state::SID_INDEX_SHIFT | 7;
+        assert_eq!(conn.move_target(&setup(other, 1, 0)), Some(other));
+        assert_eq!(conn.move_target(&setup(0, 0, other)), Some(other));
+        assert_eq!(
+            conn.move_target(&setup(7, 1, 0)),
+            None,
+            "this worker's own id"
+        );
+        let beyond = 2 << crate::server::state::SID_INDEX_SHIFT | 7;
+        assert_eq!(
+            conn.move_target(&setup(beyond, 1, 0)),
+            None,
+            "no such worker"
+        );
+        let mut busy = Connection::new(st.clone(), peer, 2);
+        let ntlm = crate::server::auth::NtlmServer::new(st.target.clone());
+        busy.sessions
+            .insert(3, Session::new(3, ntlm, PreauthHash::new()));
+        assert_eq!(busy.move_target(&setup(other, 1, 0)), None, "has a session");
+        let mut big = setup(other, 1, 0);
+        big.resize(MAX_MOVED_FRAME + 1, 0);
+        assert_eq!(conn.move_target(&big), None, "too large to carry");
+        // one worker, or a single process: never
+        let (_d1, one) = worker_state(0, 1);
+        let c1 = Connection::new(one, peer, 3);
+        assert_eq!(c1.move_target(&setup(other, 1, 0)), None);
+    }
+
+    #[test]
+    fn resumed_connection_keeps_its_negotiated_state() {
+        let (_d, st) = worker_state(1, 2);
+        let peer = "127.0.0.1:2".parse().unwrap();
+        let mut a = Connection::new(st.clone(), peer, 1);
+        assert!(a.credits.consume(0, 1));
+        a.credits.grant(5);
+        a.neg.dialect = 0x0311;
+        a.neg.client_guid = [4; 16];
+        a.preauth.update(b"negotiate");
+        let m = a.departure_state(setup(9, 1, 0));
+        let b = Connection::resumed(st.clone(), 2, m.clone()).unwrap();
+        assert_eq!(b.neg, a.neg);
+        assert_eq!(b.preauth.value(), a.preauth.value());
+        assert_eq!(b.credits.to_parts(), a.credits.to_parts());
+        assert_eq!(b.first_frame.as_deref(), Some(&setup(9, 1, 0)[..]));
+        let mut never = m;
+        never.neg.dialect = 0;
+        assert!(Connection::resumed(st, 3, never).is_err());
+    }
 
     #[test]
     fn fixed_body_checks_structure_size_and_length() {

@@ -85,6 +85,39 @@ impl CreditWindow {
     }
 }
 
+/// A credit window in transit (a connection moving to another worker).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowParts {
+    pub low: u64,
+    pub used: Vec<bool>,
+    pub max: u64,
+}
+
+impl CreditWindow {
+    pub fn to_parts(&self) -> WindowParts {
+        WindowParts {
+            low: self.low,
+            used: self.used.iter().copied().collect(),
+            max: self.max,
+        }
+    }
+
+    /// The window `to_parts` described; None if it is not one a connection
+    /// could have (empty, or more ids granted than the maximum allows).
+    pub fn from_parts(p: WindowParts) -> Option<CreditWindow> {
+        let max = p.max.max(1);
+        let granted = p.used.iter().filter(|u| !**u).count() as u64;
+        if p.used.is_empty() || granted > max || p.used.len() > u16::MAX as usize {
+            return None;
+        }
+        Some(CreditWindow {
+            low: p.low,
+            used: p.used.into(),
+            max,
+        })
+    }
+}
+
 /// Credits a request of `payload` bytes must be charged with (MS-SMB2 3.1.5.2).
 pub fn required_charge(payload: u64) -> u16 {
     if payload == 0 {
@@ -135,6 +168,30 @@ mod tests {
         assert_eq!(w.grant(1), 0, "already at the limit");
         assert!(w.consume(1, 4));
         assert_eq!(w.grant(100), 4, "used credits can be granted again");
+    }
+
+    #[test]
+    fn parts_round_trip() {
+        let mut w = CreditWindow::with_max(32);
+        assert!(w.consume(0, 1));
+        w.grant(8);
+        assert!(w.consume(3, 1));
+        let mut back = CreditWindow::from_parts(w.to_parts()).unwrap();
+        assert!(!back.consume(3, 1), "used id stays used");
+        assert!(back.consume(1, 2));
+        assert!(!back.consume(9, 1), "not granted");
+        let bad = WindowParts {
+            low: 0,
+            used: vec![false; 40],
+            max: 32,
+        };
+        assert!(CreditWindow::from_parts(bad).is_none());
+        let empty = WindowParts {
+            low: 0,
+            used: Vec::new(),
+            max: 32,
+        };
+        assert!(CreditWindow::from_parts(empty).is_none());
     }
 
     #[test]

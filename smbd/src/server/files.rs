@@ -1563,10 +1563,17 @@ impl Connection {
                 }
                 let v = ValidateNegotiateInfoRequest::decode(&req.input)
                     .map_err(|_| NtStatus::INVALID_PARAMETER)?;
-                let ok = v.capabilities == self.neg.client_caps
-                    && v.guid == self.neg.client_guid
-                    && v.security_mode == self.neg.client_security_mode
-                    && v.dialects == self.neg.client_dialects;
+                // A request forwarded from another channel validates that
+                // channel's negotiation.
+                let neg = self
+                    .foreign
+                    .as_ref()
+                    .map_or(&self.neg, |f| &*f.route.neg)
+                    .clone();
+                let ok = v.capabilities == neg.client_caps
+                    && v.guid == neg.client_guid
+                    && v.security_mode == neg.client_security_mode
+                    && v.dialects == neg.client_dialects;
                 if !ok {
                     warn!("VALIDATE_NEGOTIATE_INFO mismatch: possible downgrade; terminating");
                     self.terminate = true;
@@ -1576,10 +1583,10 @@ impl Connection {
                     return Err(NtStatus::INVALID_PARAMETER);
                 }
                 let out = ValidateNegotiateInfoResponse {
-                    capabilities: self.neg.server_caps,
+                    capabilities: neg.server_caps,
                     guid: self.st.guid,
-                    security_mode: self.neg.server_security_mode,
-                    dialect: self.neg.dialect,
+                    security_mode: neg.server_security_mode,
+                    dialect: neg.dialect,
                 }
                 .encode();
                 let mut b = Reply::buf();

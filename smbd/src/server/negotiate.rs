@@ -318,7 +318,7 @@ impl Connection {
                 warn!(peer = %self.peer, limit = max, "too many sessions on this connection");
                 return Err(NtStatus::INSUFFICIENT_RESOURCES);
             }
-            let id = self.st.next_id();
+            let id = self.st.new_session_id();
             let ntlm = NtlmServer::new(self.st.target.clone());
             self.sessions
                 .insert(id, Session::new(id, ntlm, self.preauth.clone()));

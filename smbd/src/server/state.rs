@@ -102,6 +102,33 @@ pub struct ServerState {
     pub logons: Mutex<crate::server::limits::LogonThrottle>,
     next_id: AtomicU64,
     file_id_base: u64,
+    /// Worker index and generation bits of this process's session ids.
+    sid_base: u64,
+    /// Counter part of the next session id.
+    next_sid: AtomicU64,
+    /// This worker's index, when it is one of several.
+    pub worker_index: Option<u32>,
+}
+
+/// Session ids fit in 32 bits (smbtorture's session-id test keeps them in a
+/// `uint32_t`): the issuing worker's index in bits 24-31, its generation
+/// (how often the supervisor started that index, modulo 16) in bits 20-23,
+/// and a per-process counter in bits 0-19. Any worker can thus tell which
+/// worker holds a session, and a restarted worker does not hand out the
+/// ids of its predecessor's sessions again.
+pub const SID_INDEX_SHIFT: u32 = 24;
+pub const SID_GENERATION_SHIFT: u32 = 20;
+pub const SID_GENERATIONS: u8 = 16;
+const SID_COUNTER_MASK: u64 = (1 << SID_GENERATION_SHIFT) - 1;
+
+/// The worker index and generation that issued `sid`, if it is one of ours.
+pub fn session_origin(sid: u64) -> Option<(u32, u8)> {
+    if sid == 0 || sid > u64::from(u32::MAX) || sid & SID_COUNTER_MASK == 0 {
+        return None;
+    }
+    let index = (sid >> SID_INDEX_SHIFT) as u32;
+    let generation = ((sid >> SID_GENERATION_SHIFT) & 0xF) as u8;
+    Some((index, generation))
 }
 
 impl ServerState {
@@ -163,7 +190,34 @@ impl ServerState {
             // the ones its predecessor handed out (the keeper may still hold
             // those for a reconnect).
             file_id_base: u64::from(rand::random::<u32>()) << 24,
+            sid_base: 0,
+            next_sid: AtomicU64::new(1),
+            worker_index: None,
         })
+    }
+
+    /// Marks this state as worker `index` (of at most 256), started for the
+    /// `generation`th time: its session ids carry both.
+    pub fn set_worker(&mut self, index: u32, generation: u8) {
+        self.worker_index = Some(index);
+        self.sid_base = u64::from(index & 0xFF) << SID_INDEX_SHIFT
+            | u64::from(generation % SID_GENERATIONS) << SID_GENERATION_SHIFT;
+    }
+
+    /// A new session id (layout at [`session_origin`]); skips ids of
+    /// sessions still valid once the 20-bit counter wraps.
+    pub fn new_session_id(&self) -> u64 {
+        loop {
+            let n = self.next_sid.fetch_add(1, Ordering::Relaxed) & SID_COUNTER_MASK;
+            if n == 0 {
+                continue;
+            }
+            let sid = self.sid_base | n;
+            let live = self.sessions.lock().is_ok_and(|m| m.contains_key(&sid));
+            if !live {
+                return sid;
+            }
+        }
     }
 
     /// A process-unique, never-reused 64-bit id (sessions, opens, async ids).
@@ -172,8 +226,7 @@ impl ServerState {
     }
 
     /// A FileId for a new open: unique in this process and, with high
-    /// probability, unlike any FileId of an earlier process. (Session ids
-    /// stay small: smbtorture's session-id test keeps them in 32 bits.)
+    /// probability, unlike any FileId of an earlier process.
     pub fn next_file_id(&self) -> u64 {
         self.file_id_base + self.next_id()
     }
@@ -406,6 +459,46 @@ mod tests {
         assert_eq!(conn, 1);
         assert!(matches!(c2_rx.try_recv(), Ok(SessionClose::Channel(20))));
         assert!(st.take_session_of(20, "alice").is_none(), "already taken");
+    }
+
+    #[test]
+    fn session_ids_name_their_worker() {
+        let (_d, mut st) = state();
+        let first = st.new_session_id();
+        assert_eq!(first, 1, "a single process keeps small ids");
+        assert_eq!(session_origin(first), Some((0, 0)));
+        st.set_worker(5, 3);
+        let a = st.new_session_id();
+        let b = st.new_session_id();
+        assert_ne!(a, b);
+        assert!(a <= u64::from(u32::MAX) && b <= u64::from(u32::MAX));
+        assert_eq!(session_origin(a), Some((5, 3)));
+        st.set_worker(255, 17);
+        assert_eq!(session_origin(st.new_session_id()), Some((255, 1)));
+        // a restarted worker (same index, next generation) never repeats an id
+        let (_d2, mut again) = state();
+        again.set_worker(5, 4);
+        assert_ne!(
+            again.new_session_id() >> SID_GENERATION_SHIFT,
+            a >> SID_GENERATION_SHIFT
+        );
+        assert_eq!(session_origin(0), None);
+        assert_eq!(session_origin(1 << 40), None);
+        assert_eq!(
+            session_origin(5 << SID_INDEX_SHIFT),
+            None,
+            "counter 0 is never issued"
+        );
+    }
+
+    #[test]
+    fn session_ids_skip_live_sessions_after_wrapping() {
+        let (_d, st) = state();
+        let (e, _c, _f) = entry(1, "alice");
+        st.register_session(2, e);
+        st.next_sid.store(SID_COUNTER_MASK + 1, Ordering::Relaxed);
+        assert_eq!(st.new_session_id(), 1, "wraps past 0");
+        assert_eq!(st.new_session_id(), 3, "2 is still in use");
     }
 
     #[test]

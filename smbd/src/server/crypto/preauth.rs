@@ -25,6 +25,11 @@ impl PreauthHash {
         self.0.copy_from_slice(&h.finalize());
     }
 
+    /// A hash carried over from another process (a moved connection).
+    pub fn from_value(v: [u8; 64]) -> Self {
+        PreauthHash(v)
+    }
+
     pub fn value(&self) -> &[u8; 64] {
         &self.0
     }

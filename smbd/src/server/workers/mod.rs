@@ -6,6 +6,8 @@
 //! worker, so session binding, reconnect and a client's opens stay in one
 //! process; a worker that receives another worker's client passes the socket
 //! on before reading anything past the transport's peek.
+//! A connection whose SESSION_SETUP names a session of another worker
+//! (binding, PreviousSessionId) moves there with its negotiated state.
 
 pub mod broker_link;
 pub mod broker_proto;

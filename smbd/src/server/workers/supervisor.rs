@@ -18,6 +18,7 @@ use tracing::{error, info, warn};
 use super::broker_service::{call_sockets, BrokerService};
 use super::channel;
 use super::proto::{ToSupervisor, ToWorker};
+use crate::server::state::{session_origin, SID_GENERATIONS};
 
 /// How to start a worker: this binary with `--worker N` and the same config.
 #[derive(Clone, Debug)]
@@ -31,6 +32,9 @@ struct Table {
     /// Control socket of each live worker, by index.
     links: Vec<Option<Arc<UnixSeqpacket>>>,
     pids: Vec<Option<u32>>,
+    /// Generation of each worker index: how often it was started, modulo
+    /// 16 (session ids carry it, see `state::session_origin`).
+    generations: Vec<u8>,
     owners: HashMap<[u8; 16], usize>,
     next: usize,
 }
@@ -68,6 +72,7 @@ impl Supervisor {
         let t = Table {
             links: vec![None; workers],
             pids: vec![None; workers],
+            generations: vec![0; workers],
             ..Table::default()
         };
         Arc::new(Supervisor {
@@ -110,9 +115,15 @@ impl Supervisor {
     ) {
         let mut first = Some(first);
         let mut recent: Vec<Instant> = Vec::new();
+        let mut starts: u8 = 0;
         loop {
+            let generation = starts % SID_GENERATIONS;
+            starts = starts.wrapping_add(1) % SID_GENERATIONS;
             let started = match self.spawn_worker(i) {
-                Ok((child, link)) => self.give_broker(i, &link).await.map(|()| (child, link)),
+                Ok((child, link)) => self
+                    .give_broker(i, &link, generation)
+                    .await
+                    .map(|()| (child, link)),
                 Err(e) => Err(e),
             };
             let (mut child, link) = match started {
@@ -132,8 +143,9 @@ impl Supervisor {
                 let mut t = lock(&self.table);
                 t.links[i] = Some(link.clone());
                 t.pids[i] = pid;
+                t.generations[i] = generation;
             }
-            info!(worker = i, pid, "worker started");
+            info!(worker = i, pid, generation, "worker started");
             if let Some(f) = first.take() {
                 let _ = f.send(Ok(()));
             }
@@ -170,11 +182,23 @@ impl Supervisor {
     }
 
     /// Sends a newly started worker its broker socket (its first message).
-    async fn give_broker(&self, i: usize, link: &UnixSeqpacket) -> io::Result<()> {
+    async fn give_broker(&self, i: usize, link: &UnixSeqpacket, generation: u8) -> io::Result<()> {
         let ends = self.broker.attach(i, call_sockets())?;
         let mut fds = vec![&ends.events];
         fds.extend(ends.calls.iter());
-        channel::send_fds(link, &ToWorker::Broker.encode(), &fds).await
+        channel::send_fds(link, &ToWorker::Broker { generation }.encode(), &fds).await
+    }
+
+    /// The live worker that issued session `sid`: its index must be running
+    /// in the generation the id carries, or the session died with it.
+    fn session_worker(&self, sid: u64) -> Option<(usize, Arc<UnixSeqpacket>)> {
+        let (w, generation) = session_origin(sid)?;
+        let w = w as usize;
+        let t = lock(&self.table);
+        if t.generations.get(w) != Some(&generation) {
+            return None;
+        }
+        t.links.get(w)?.clone().map(|s| (w, s))
     }
 
     fn spawn_worker(&self, i: usize) -> io::Result<(tokio::process::Child, Arc<UnixSeqpacket>)> {
@@ -243,6 +267,50 @@ impl Supervisor {
                     let m = ToWorker::Conn { peer, smb1_done }.encode();
                     if let Err(e) = channel::send(&sock, &m, Some(&fd)).await {
                         warn!(worker = w, %e, "cannot pass a connection on");
+                    }
+                }
+                Ok(ToSupervisor::Move { sid, conn }) => {
+                    let Some(fd) = fds.pop() else {
+                        warn!(worker = i, sid, "move without a socket");
+                        continue;
+                    };
+                    let peer = conn.peer;
+                    let (dest, w, owner_gone) = match self.session_worker(sid) {
+                        Some((w, s)) => (s, w, false),
+                        None => {
+                            // Back to the sender, which answers as for an
+                            // unknown session.
+                            warn!(worker = i, sid, %peer, "no live worker holds the session; the connection goes back");
+                            (link.clone(), i, true)
+                        }
+                    };
+                    let m = ToWorker::Moved {
+                        sid,
+                        owner_gone,
+                        conn,
+                    };
+                    match channel::send(&dest, &m.encode(), Some(&fd)).await {
+                        Ok(()) if owner_gone => {}
+                        Ok(()) => {
+                            info!(from = i, to = w, sid, %peer, "connection moved to the session's worker")
+                        }
+                        Err(e) if w != i => {
+                            warn!(worker = w, %e, sid, "cannot move a connection there; it goes back");
+                            let ToWorker::Moved { conn, .. } = m else {
+                                continue;
+                            };
+                            let back = ToWorker::Moved {
+                                sid,
+                                owner_gone: true,
+                                conn,
+                            };
+                            if let Err(e) = channel::send(&link, &back.encode(), Some(&fd)).await {
+                                warn!(worker = i, %e, "cannot return a moved connection; dropping it");
+                            }
+                        }
+                        Err(e) => {
+                            warn!(worker = i, %e, "cannot return a moved connection; dropping it")
+                        }
                     }
                 }
                 Ok(ToSupervisor::Release { guid }) => {

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,7 +18,7 @@ use tracing::{info, warn, Instrument};
 use super::broker_service::WorkerEnds;
 use super::channel;
 use super::proto::{ToSupervisor, ToWorker};
-use crate::server::conn::Connection;
+use crate::server::conn::{Connection, Departure};
 use crate::server::ServerState;
 use crate::wire::header::{PROTOCOL_ID, SMB1_PROTOCOL_ID};
 use crate::wire::{Command, HEADER_LEN};
@@ -37,6 +37,8 @@ pub struct WorkerLink {
     waiting: Mutex<HashMap<u64, oneshot::Sender<bool>>>,
     /// Live connections per ClientGUID this worker serves.
     guids: Mutex<HashMap<[u8; 16], usize>>,
+    /// How often the supervisor started this worker index (modulo 16).
+    generation: AtomicU8,
 }
 
 impl WorkerLink {
@@ -46,7 +48,13 @@ impl WorkerLink {
             next_req: AtomicU64::new(1),
             waiting: Mutex::new(HashMap::new()),
             guids: Mutex::new(HashMap::new()),
+            generation: AtomicU8::new(0),
         })
+    }
+
+    /// This worker's generation, as the supervisor's first message said.
+    pub fn generation(&self) -> u8 {
+        self.generation.load(Ordering::Relaxed)
     }
 
     /// Waits for the supervisor's first message, which carries this
@@ -56,7 +64,8 @@ impl WorkerLink {
             return Err(io::Error::other("supervisor gone before the broker link"));
         };
         match ToWorker::decode(&msg) {
-            Ok(ToWorker::Broker) if fds.len() >= 2 => {
+            Ok(ToWorker::Broker { generation }) if fds.len() >= 2 => {
+                self.generation.store(generation, Ordering::Relaxed);
                 let events = fds.remove(0);
                 Ok(WorkerEnds { events, calls: fds })
             }
@@ -151,6 +160,17 @@ impl WorkerLink {
         .encode();
         channel::send(&self.sock, &msg, Some(&fd)).await
     }
+
+    /// Passes a connection leaving for another worker to the supervisor.
+    async fn send_move(&self, d: Departure<TcpStream>) -> io::Result<()> {
+        let fd = OwnedFd::from(d.sock.into_std()?);
+        let msg = ToSupervisor::Move {
+            sid: d.sid,
+            conn: Box::new(d.conn),
+        }
+        .encode();
+        channel::send(&self.sock, &msg, Some(&fd)).await
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -202,7 +222,40 @@ pub async fn run(st: Arc<ServerState>, link: Arc<WorkerLink>, index: u32) {
                     smb1_done,
                 ));
             }
-            Ok(ToWorker::Broker) => warn!("unexpected second broker socket ignored"),
+            Ok(ToWorker::Moved {
+                sid,
+                owner_gone,
+                conn,
+            }) => {
+                let Some(fd) = fds.pop() else {
+                    warn!(sid, "moved connection without a socket");
+                    continue;
+                };
+                let sock = match tcp_from_fd(fd) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        warn!(%e, "cannot adopt a moved connection");
+                        continue;
+                    }
+                };
+                if owner_gone {
+                    warn!(
+                        sid,
+                        peer = %conn.peer,
+                        "the worker that held the session is gone; answering as for an unknown session"
+                    );
+                }
+                let id = (u64::from(index) + 1) << 48 | ids.fetch_add(1, Ordering::Relaxed);
+                match Connection::resumed(st.clone(), id, *conn) {
+                    // Not counted toward its ClientGUID here: that GUID's
+                    // owner is the worker it came from (or nobody).
+                    Ok(c) => {
+                        tokio::spawn(finish(st.clone(), Some(link.clone()), c, sock, None));
+                    }
+                    Err(e) => warn!(%e, sid, "cannot resume a moved connection; dropping it"),
+                }
+            }
+            Ok(ToWorker::Broker { .. }) => warn!("unexpected second broker socket ignored"),
             Err(e) => warn!(%e, "bad control message"),
         }
     }
@@ -245,7 +298,26 @@ pub async fn serve(
         }
         None => (sock, None),
     };
-    conn.run(sock).await;
+    finish(st, link, conn, sock, guid).await;
+}
+
+/// Serves a connection until it ends or moves to another worker; `guid`:
+/// the ClientGUID it counts toward here.
+async fn finish(
+    st: Arc<ServerState>,
+    link: Option<Arc<WorkerLink>>,
+    conn: Connection,
+    sock: TcpStream,
+    guid: Option<[u8; 16]>,
+) {
+    let departure = conn.run_movable(sock).await;
+    if let (Some(l), Some(d)) = (&link, departure) {
+        let (sid, peer) = (d.sid, d.conn.peer);
+        match l.send_move(d).await {
+            Ok(()) => info!(sid, %peer, "connection moved toward the session's worker"),
+            Err(e) => warn!(%e, sid, %peer, "cannot move a connection; dropping it"),
+        }
+    }
     if let (Some(l), Some(g)) = (link, guid) {
         l.conn_closed(&st, g).await;
     }
