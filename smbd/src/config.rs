@@ -224,8 +224,8 @@ pub struct Global {
     /// "holdfast keeper socket": the handle keeper's socket; None runs
     /// without a keeper (durable handles live only in the worker).
     pub keeper_socket: Option<PathBuf>,
-    /// "holdfast workers": worker processes behind the supervisor; 0 serves
-    /// every connection in the one process.
+    /// "holdfast workers": worker processes behind the supervisor (default:
+    /// the number of CPUs); 0 serves every connection in the one process.
     pub workers: usize,
     /// "server multi channel support": advertise multichannel and accept
     /// session binding on 3.x connections.
@@ -275,6 +275,12 @@ impl Default for Limits {
     }
 }
 
+/// One worker per CPU this process may run on (at most 256, the limit of
+/// the option).
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(256))
+}
+
 impl Default for Global {
     fn default() -> Self {
         Global {
@@ -298,7 +304,7 @@ impl Default for Global {
             durable_timeout: 60,
             durable_max_timeout: 300,
             keeper_socket: None,
-            workers: 1,
+            workers: default_workers(),
             server_multi_channel_support: true,
             limits: Limits::default(),
             share_defaults: ShareDefaults::default(),

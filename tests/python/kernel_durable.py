@@ -324,7 +324,9 @@ def reconnect_then_break(a):
 
     rec = lose_owner(a, conn, name)
 
-    conn, sess, tree = connect(a, guid)
+    # A new ClientGuid (allowed for an oplock-based handle) is routed to
+    # another worker when there are several: the open moves there.
+    conn, sess, tree = connect(a, uuid.uuid4() if a.new_client_guid else guid)
     h = reconnect(tree, name, file_id, create_guid, None)
     if h.oplock_level != RequestedOplockLevel.SMB2_OPLOCK_LEVEL_BATCH:
         fail("reconnected without the batch oplock: %r" % h.oplock_level)
@@ -387,6 +389,7 @@ def main():
     p.add_argument("--scenario", choices=("purge", "reconnect"), required=True)
     p.add_argument("--mode", choices=("oplock", "lease"), default="oplock")
     p.add_argument("--kill", action="store_true")
+    p.add_argument("--new-client-guid", action="store_true")
     p.add_argument("--posix-locking", action="store_true")
     a = p.parse_args()
     if a.scenario == "purge":

@@ -491,7 +491,7 @@ fn keeper_restart_without_fd_store_loses_handles_and_logs_it() {
 /// log; None where the test cannot run (no smbprotocol, not root, an
 /// external server). `localdir` passes the share's directory too.
 fn run_with_keeper(script: &str, share_opts: &str, localdir: bool) -> Option<(String, String)> {
-    run_with_keeper_args(script, share_opts, localdir, &[])
+    run_with_keeper_args(script, share_opts, localdir, &[], 1).map(|(out, klog, _)| (out, klog))
 }
 
 /// [`run_with_keeper`] with `extra` arguments for the script.
@@ -500,7 +500,8 @@ fn run_with_keeper_args(
     share_opts: &str,
     localdir: bool,
     extra: &[&str],
-) -> Option<(String, String)> {
+    workers: usize,
+) -> Option<(String, String, String)> {
     if !python_smbprotocol_available() || !nix::unistd::geteuid().is_root() {
         return None;
     }
@@ -516,7 +517,7 @@ fn run_with_keeper_args(
     });
     let srv = Server::start_config(
         &format!(
-            "holdfast workers = 1\n\tholdfast keeper socket = {}",
+            "holdfast workers = {workers}\n\tholdfast keeper socket = {}",
             keeper.socket.display()
         ),
         share_opts,
@@ -548,7 +549,7 @@ fn run_with_keeper_args(
         );
     }
     println!("{}", out.stdout);
-    Some((out.stdout.clone(), keeper.log_text()))
+    Some((out.stdout.clone(), keeper.log_text(), srv.log_text()))
 }
 
 /// `posix locking = yes` (issue 5): SMB byte-range locks are mirrored as OFD
@@ -602,6 +603,12 @@ fn leased_durable_handle_refuses_another_client_guid() {
 /// than letting the opener wait out fs.lease-break-time, and the reconnect
 /// fails with OBJECT_NAME_NOT_FOUND. Runs `kernel_durable.py` with `args`.
 fn kernel_durable(args: &[&str]) -> Option<(String, String)> {
+    kernel_durable_on(1, args).map(|(out, klog, _)| (out, klog))
+}
+
+/// [`kernel_durable`] with `workers` worker processes; also returns the
+/// server log.
+fn kernel_durable_on(workers: usize, args: &[&str]) -> Option<(String, String, String)> {
     let mut all = args.to_vec();
     all.push("--posix-locking");
     run_with_keeper_args(
@@ -609,6 +616,7 @@ fn kernel_durable(args: &[&str]) -> Option<(String, String)> {
         "kernel oplocks = yes\n\tposix locking = yes",
         true,
         &all,
+        workers,
     )
 }
 
@@ -690,6 +698,24 @@ fn reconnected_durable_handle_breaks_again_on_local_open() {
         return;
     };
     assert!(stdout.contains("OK connection dropped"), "{stdout}");
+    assert_breaks_again(&stdout, &klog);
+}
+
+/// With two workers, a reconnect from a new ClientGuid lands on the other
+/// worker: the disconnected open moves there with its kernel lease, which
+/// that worker re-issues, so a local open breaks the SMB client again.
+#[test]
+fn moved_durable_handle_breaks_again_on_local_open() {
+    let Some((stdout, klog, slog)) =
+        kernel_durable_on(2, &["--scenario", "reconnect", "--new-client-guid"])
+    else {
+        return;
+    };
+    assert!(stdout.contains("OK connection dropped"), "{stdout}");
+    assert!(
+        slog.contains("durable open given up to another worker"),
+        "the open did not move:\n{slog}"
+    );
     assert_breaks_again(&stdout, &klog);
 }
 

@@ -233,24 +233,21 @@ async fn surrender_on_claim(st: Arc<ServerState>, mut rx: mpsc::UnboundedReceive
     while let Some((claim, id)) = rx.recv().await {
         let taken = {
             let mut t = st.durable.lock();
-            match t.get(&id) {
-                // A kernel lease belongs to this process's signal handling.
-                Some(d) if super::kernel_oplock::enabled(&d.open.share) => {
-                    info!(
-                        fid = id,
-                        "durable open on a kernel-oplock share stays on its worker"
-                    );
-                    None
-                }
-                Some(_) => t.remove(&id),
-                None => None,
-            }
+            t.remove(&id)
         };
+        // A kernel lease goes along: the claimant re-issues it on its fd.
+        let kernel = taken
+            .as_ref()
+            .map_or(0, |d| match st.kernel.kind_of(&d.open.fd) {
+                kmod_interface::lease::LeaseKind::None => 0,
+                kmod_interface::lease::LeaseKind::Read => 1,
+                kmod_interface::lease::LeaseKind::Write => 2,
+            });
         let st2 = st.clone();
         let given = tokio::task::spawn_blocking(move || {
             let moved = taken
                 .as_ref()
-                .map(|d| (Box::new(moved_open(d)), d.open.fd.clone()));
+                .map(|d| (Box::new(moved_open(d, kernel)), d.open.fd.clone()));
             let ok = st2.broker.surrendered(
                 claim,
                 st2.disconnected_owner,
@@ -262,7 +259,9 @@ async fn surrender_on_claim(st: Arc<ServerState>, mut rx: mpsc::UnboundedReceive
         match given {
             Ok((true, Some(d))) => {
                 info!(fid = id, path = %d.open.path.display(), "durable open given up to another worker");
-                // Our copy of the fd closes; the description lives on there.
+                // Our copy of the fd closes; the description lives on there,
+                // with its kernel lease.
+                st.kernel.disown(&d.open.fd);
                 drop(d);
             }
             Ok((false, Some(d))) => {
@@ -278,7 +277,7 @@ async fn surrender_on_claim(st: Arc<ServerState>, mut rx: mpsc::UnboundedReceive
 }
 
 /// What another worker needs to rebuild `d`'s open.
-fn moved_open(d: &Disconnected) -> MovedOpen {
+fn moved_open(d: &Disconnected, kernel_lease: u8) -> MovedOpen {
     let o = &d.open;
     let dur = o.durable.clone().unwrap_or(Durable {
         v2: false,
@@ -313,6 +312,7 @@ fn moved_open(d: &Disconnected) -> MovedOpen {
         ofd_locks: o.ofd.as_ref().map(|m| m.locks()).unwrap_or_default(),
         remaining: d.deadline.saturating_duration_since(Instant::now()),
         purge: false,
+        kernel_lease,
     }
 }
 
@@ -383,6 +383,15 @@ pub async fn claim(st: &Arc<ServerState>, id: u64) -> bool {
         lock_seq: LockSequences::from_bytes(&m.lock_seq),
         ofd,
     };
+    let kind = match m.kernel_lease {
+        1 => kmod_interface::lease::LeaseKind::Read,
+        2 => kmod_interface::lease::LeaseKind::Write,
+        _ => kmod_interface::lease::LeaseKind::None,
+    };
+    if kind != kmod_interface::lease::LeaseKind::None && super::kernel_oplock::enabled(&open.share)
+    {
+        st.kernel.adopt(st, open.key, id, &open.fd, kind);
+    }
     if m.purge {
         info!(
             fid = id,

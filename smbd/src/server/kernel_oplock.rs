@@ -329,6 +329,43 @@ impl KernelLeases {
         }
     }
 
+    /// The kernel lease kind recorded for `fd` (a disconnected durable open
+    /// about to move to another worker).
+    pub fn kind_of(&self, fd: &Arc<OwnedFd>) -> LeaseKind {
+        match self.lock().get(&fd.as_raw_fd()) {
+            Some(e) if Arc::ptr_eq(&e.fd, fd) => e.kind,
+            _ => LeaseKind::None,
+        }
+    }
+
+    /// The open moved to another worker, which re-issues the lease on its
+    /// own fd: forget it here without releasing it (the description, and
+    /// with it the lease, lives on there).
+    pub fn disown(&self, fd: &Arc<OwnedFd>) {
+        let mut map = self.lock();
+        let raw = fd.as_raw_fd();
+        if map.get(&raw).is_some_and(|e| Arc::ptr_eq(&e.fd, fd)) {
+            map.remove(&raw);
+            debug!(fd = raw, "kernel lease handed to another worker");
+        }
+    }
+
+    /// A disconnected durable open moved here from another worker with
+    /// kernel lease `kind` on its description: record it, so that the
+    /// reconnect re-issues it through this worker's fd
+    /// ([`KernelLeases::reclaimed`]).
+    pub fn adopt(
+        &self,
+        st: &Arc<ServerState>,
+        key: FileKey,
+        open_id: u64,
+        fd: &Arc<OwnedFd>,
+        kind: LeaseKind,
+    ) {
+        self.start(st);
+        self.insert(st, fd, key, open_id, kind);
+    }
+
     /// The kernel lease that backed this open's grant is gone or being
     /// broken (a local open got in while the open was disconnected).
     pub fn lost_lease(&self, fd: &Arc<OwnedFd>) -> bool {

@@ -1314,6 +1314,7 @@ mod tests {
             ofd_locks: vec![],
             remaining: Duration::from_secs(50),
             purge: false,
+            kernel_lease: 2,
         })
     }
 

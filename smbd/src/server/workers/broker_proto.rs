@@ -523,6 +523,9 @@ pub struct MovedOpen {
     /// Set by the supervisor: the open was being broken when it moved, so
     /// the claimant closes it (as the purge it missed would have).
     pub purge: bool,
+    /// The kernel lease on the description (`kernel oplocks` shares): 0
+    /// none, 1 read, 2 write. The claimant re-issues it on its own fd.
+    pub kernel_lease: u8,
 }
 
 /// The answer to one [`Req`]; statuses as their NTSTATUS values.
