@@ -2,7 +2,9 @@
 
 use std::time::{Duration, Instant};
 
-use holdfast_tests::{assert_smb_ok, peers_available, python_smbprotocol_available, Server};
+use holdfast_tests::{
+    assert_smb_ok, peers_available, python_smbprotocol_available, Output, Server,
+};
 
 /// Pids of the supervisor's child processes (its workers).
 fn workers_of(pid: u32) -> Vec<u32> {
@@ -232,49 +234,7 @@ fn bind_to_a_dead_workers_session_is_refused() {
         return;
     };
     assert_eq!(wait_workers(pid, 2).len(), 2, "want two workers");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let hs = dir.path().display().to_string();
-    let script = std::thread::scope(|s| {
-        let run = s.spawn(|| {
-            srv.python_script(
-                "bind_across_workers.py",
-                &["--handshake", &hs],
-                Duration::from_secs(90),
-            )
-        });
-        let held = dir.path().join("held");
-        let t0 = Instant::now();
-        while !held.exists() && !run.is_finished() {
-            assert!(
-                t0.elapsed() < Duration::from_secs(60),
-                "script never held a session"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        if held.exists() {
-            let port = std::fs::read_to_string(&held).expect("held");
-            let log = srv.log_text();
-            let w = worker_of_port(&log, port.trim()).expect("owner in the log");
-            let victim = worker_pid(&log, w).expect("owner's worker pid in the log");
-            nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(victim as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            )
-            .expect("kill the session's worker");
-            // Bind once the replacement runs (or while none does: both refuse).
-            let t0 = Instant::now();
-            loop {
-                let w = workers_of(pid);
-                if (w.len() == 2 && !w.contains(&victim)) || t0.elapsed() > Duration::from_secs(10)
-                {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            std::fs::write(dir.path().join("go"), b"").expect("go");
-        }
-        run.join().expect("script thread")
-    });
+    let script = kill_holders_worker(&srv, pid, "bind_across_workers.py", true);
     assert!(
         script.success(),
         "bind_across_workers.py --handshake failed:\n{script}"
@@ -315,22 +275,36 @@ fn killed_workers_opens_are_released() {
         return;
     };
     assert_eq!(wait_workers(pid, 2).len(), 2, "want two workers");
+    let script = kill_holders_worker(&srv, pid, "cross_worker.py", false);
+    assert!(
+        script.success(),
+        "cross_worker.py --handshake failed:\n{script}"
+    );
+    assert!(
+        script
+            .stdout
+            .contains("OK released after the holder's worker died"),
+        "{script}"
+    );
+    assert!(srv.log_text().contains("the worker's opens are released"));
+}
+
+/// Runs `script --handshake DIR`: once it writes DIR/held (the local port
+/// of the connection holding something on one worker), that worker is
+/// killed with -9 (with `respawned`, the replacement is awaited), then
+/// DIR/go lets the script go on.
+fn kill_holders_worker(srv: &Server, pid: u32, script: &str, respawned: bool) -> Output {
     let dir = tempfile::tempdir().expect("tempdir");
     let hs = dir.path().display().to_string();
-    let script = std::thread::scope(|s| {
-        let run = s.spawn(|| {
-            srv.python_script(
-                "cross_worker.py",
-                &["--handshake", &hs],
-                Duration::from_secs(90),
-            )
-        });
+    std::thread::scope(|s| {
+        let run =
+            s.spawn(|| srv.python_script(script, &["--handshake", &hs], Duration::from_secs(90)));
         let held = dir.path().join("held");
         let t0 = Instant::now();
         while !held.exists() && !run.is_finished() {
             assert!(
                 t0.elapsed() < Duration::from_secs(60),
-                "script never held the file"
+                "{script} never held anything"
             );
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -346,21 +320,19 @@ fn killed_workers_opens_are_released() {
                 nix::sys::signal::Signal::SIGKILL,
             )
             .expect("kill the holder's worker");
+            // Go on once the replacement runs (or while none does).
+            let t0 = Instant::now();
+            while respawned && t0.elapsed() < Duration::from_secs(10) {
+                let w = workers_of(pid);
+                if w.len() == 2 && !w.contains(&victim) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
             std::fs::write(dir.path().join("go"), b"").expect("go");
         }
         run.join().expect("script thread")
-    });
-    assert!(
-        script.success(),
-        "cross_worker.py --handshake failed:\n{script}"
-    );
-    assert!(
-        script
-            .stdout
-            .contains("OK released after the holder's worker died"),
-        "{script}"
-    );
-    assert!(srv.log_text().contains("the worker's opens are released"));
+    })
 }
 
 /// Pid of worker `index` as the supervisor last logged it.
