@@ -14,31 +14,27 @@ is refused by the share mode the moved open still holds. Prints "PORTS a b"
 (client 1's and client 2's local ports) and one "OK ..." line per step.
 """
 import argparse
+import os
 import sys
 import time
 import uuid
 
-from smbprotocol.connection import Connection, Dialects
-from smbprotocol.create_contexts import (
-    CreateContextName,
-    SMB2CreateContextRequest,
-    SMB2CreateDurableHandleReconnectV2,
-    SMB2CreateDurableHandleRequestV2,
-)
-from smbprotocol.exceptions import SMBResponseException
-from smbprotocol.open import (
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from durable_keeper import durable_open, fail, reconnect  # noqa: E402
+from smbprotocol.connection import Connection, Dialects  # noqa: E402
+from smbprotocol.exceptions import SMBResponseException  # noqa: E402
+from smbprotocol.open import (  # noqa: E402
     CreateDisposition,
     CreateOptions,
     FilePipePrinterAccessMask,
     ImpersonationLevel,
     LockFlags,
     Open,
-    RequestedOplockLevel,
     ShareAccess,
     SMB2LockElement,
 )
-from smbprotocol.session import Session
-from smbprotocol.tree import TreeConnect
+from smbprotocol.session import Session  # noqa: E402
+from smbprotocol.tree import TreeConnect  # noqa: E402
 
 OBJECT_NAME_NOT_FOUND = 0xC0000034
 SHARING_VIOLATION = 0xC0000043
@@ -48,9 +44,6 @@ R = FilePipePrinterAccessMask.GENERIC_READ
 W = FilePipePrinterAccessMask.GENERIC_WRITE
 
 
-def fail(msg):
-    print("FAIL " + msg, flush=True)
-    sys.exit(1)
 
 
 def client(a):
@@ -79,11 +72,6 @@ def ignore_oplock_breaks(conn):
     conn.transport.recv = recv
 
 
-def ctx(name, data):
-    c = SMB2CreateContextRequest()
-    c["buffer_name"] = name
-    c["buffer_data"] = data
-    return c
 
 
 def lock_element(offset, length, flags):
@@ -106,44 +94,8 @@ def expect_status(what, status, fn):
     fail("%s succeeded; want 0x%08x" % (what, status))
 
 
-def durable_open(tree, name, create_guid):
-    o = Open(tree, name)
-    dh = SMB2CreateDurableHandleRequestV2()
-    dh["timeout"] = 0
-    dh["create_guid"] = create_guid
-    resp = o.create(
-        ImpersonationLevel.Impersonation,
-        R | W,
-        0,
-        ShareAccess.FILE_SHARE_READ,
-        CreateDisposition.FILE_OVERWRITE_IF,
-        CreateOptions.FILE_NON_DIRECTORY_FILE,
-        create_contexts=[ctx(CreateContextName.SMB2_CREATE_DURABLE_HANDLE_REQUEST_V2, dh)],
-        oplock_level=RequestedOplockLevel.SMB2_OPLOCK_LEVEL_BATCH,
-    )
-    names = [type(c).__name__ for c in (resp or [])]
-    if "SMB2CreateDurableHandleResponseV2" not in names:
-        fail("no DH2Q response: durability not granted (%r)" % names)
-    if o.oplock_level != RequestedOplockLevel.SMB2_OPLOCK_LEVEL_BATCH:
-        fail("no batch oplock: %r" % o.oplock_level)
-    return o
 
 
-def reconnect(tree, name, file_id, create_guid):
-    o = Open(tree, name)
-    dc = SMB2CreateDurableHandleReconnectV2()
-    dc["file_id"] = file_id
-    dc["create_guid"] = create_guid
-    o.create(
-        ImpersonationLevel.Impersonation,
-        R,
-        0,
-        ShareAccess.FILE_SHARE_READ,
-        CreateDisposition.FILE_OPEN,
-        0,
-        create_contexts=[ctx(CreateContextName.SMB2_CREATE_DURABLE_HANDLE_RECONNECT_V2, dc)],
-    )
-    return o
 
 
 def main():

@@ -26,18 +26,19 @@ import threading
 import time
 import uuid
 
-from smbprotocol.connection import Connection, Request
-from smbprotocol.create_contexts import (
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from durable_keeper import ctx, fail, kept, wait_for  # noqa: E402
+from smbprotocol.connection import Connection, Request  # noqa: E402
+from smbprotocol.create_contexts import (  # noqa: E402
     CreateContextName,
-    SMB2CreateContextRequest,
     SMB2CreateDurableHandleReconnectV2,
     SMB2CreateDurableHandleRequestV2,
     SMB2CreateRequestLeaseV2,
 )
-from smbprotocol.exceptions import SMBResponseException
-from smbprotocol.open import LockFlags, SMB2LockElement
-from smbprotocol.header import Commands, SMB2HeaderRequest
-from smbprotocol.open import (
+from smbprotocol.exceptions import SMBResponseException  # noqa: E402
+from smbprotocol.open import LockFlags, SMB2LockElement  # noqa: E402
+from smbprotocol.header import Commands, SMB2HeaderRequest  # noqa: E402
+from smbprotocol.open import (  # noqa: E402
     CreateDisposition,
     CreateOptions,
     FilePipePrinterAccessMask,
@@ -46,8 +47,8 @@ from smbprotocol.open import (
     RequestedOplockLevel,
     ShareAccess,
 )
-from smbprotocol.session import Session
-from smbprotocol.tree import TreeConnect
+from smbprotocol.session import Session  # noqa: E402
+from smbprotocol.tree import TreeConnect  # noqa: E402
 
 RWH = 0x7
 NOT_FOUND = 0xC0000034
@@ -55,11 +56,6 @@ NOTIFICATION_ID = 0xFFFFFFFFFFFFFFFF
 # Far below fs.lease-break-time (45 s by default): the local open must not
 # have waited for the kernel to revoke the lease.
 LOCAL_OPEN_LIMIT = 5.0
-
-
-def fail(msg):
-    print("FAIL " + msg, flush=True)
-    sys.exit(1)
 
 
 class RawMessage:
@@ -91,13 +87,6 @@ def drop(conn):
         conn.disconnect(close=False)
     except Exception:
         pass
-
-
-def ctx(name, data):
-    c = SMB2CreateContextRequest()
-    c["buffer_name"] = name
-    c["buffer_data"] = data
-    return c
 
 
 def lease_ctx(key):
@@ -173,27 +162,6 @@ def children(pid):
         except FileNotFoundError:
             continue
     return sorted(out)
-
-
-def kept(a):
-    out = subprocess.run(
-        [a.ctl, "handles", "--socket", a.keeper_socket, "--json"],
-        capture_output=True, text=True, timeout=30,
-    )
-    if out.returncode != 0:
-        fail("holdfastctl handles: %s" % out.stderr)
-    data = json.loads(out.stdout)
-    return data if isinstance(data, list) else data.get("handles", data)
-
-
-def wait_for(cond, what, timeout=10.0):
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.05)
-    fail("timed out waiting for " + what)
 
 
 def lose_owner(a, conn, name):
