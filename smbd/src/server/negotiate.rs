@@ -530,33 +530,32 @@ impl Connection {
 
     /// How much longer this client's address is refused after failed logons.
     fn logon_blocked(&self) -> Option<std::time::Duration> {
-        let mut t = self.st.logons.lock().ok()?;
-        t.blocked(self.peer.ip(), std::time::Instant::now())
+        // Across all workers: the supervisor's broker keeps the counts.
+        self.st
+            .broker
+            .logon_blocked(&self.st.logons, self.peer.ip())
     }
 
     /// Counts a failed logon against this client's address.
     pub fn note_logon_failure(&self) {
         let l = &self.st.config.global.limits;
-        let Ok(mut t) = self.st.logons.lock() else {
-            return;
-        };
-        let r = t.failed(
+        let blocked = self.st.broker.logon_failed(
+            &self.st.logons,
             self.peer.ip(),
-            std::time::Instant::now(),
             l.failed_logon_limit,
             std::time::Duration::from_secs(l.failed_logon_window_secs),
             std::time::Duration::from_secs(l.failed_logon_lockout_secs),
         );
-        if let crate::server::limits::Failure::Blocked(d) = r {
+        if let Some(d) = blocked {
             warn!(peer = %self.peer.ip(), failures = l.failed_logon_limit, lockout_secs = d.as_secs(), "address blocked after repeated failed logons");
         }
     }
 
     /// A successful logon forgets this address's failures.
     pub fn note_logon_success(&self) {
-        if let Ok(mut t) = self.st.logons.lock() {
-            t.succeeded(self.peer.ip());
-        }
+        self.st
+            .broker
+            .logon_succeeded(&self.st.logons, self.peer.ip());
     }
 
     fn user_unknown(&self, name: &str) -> bool {

@@ -27,9 +27,11 @@ use crate::fsa::broker::{BreakSink, Broker, CloseOutcome, FileKey, Opened};
 use crate::fsa::lease::{LeaseGrant, LeaseId};
 use crate::fsa::oplock::{BreakNotice, Intent, LeaseNotice, Level};
 use crate::fsa::writetime::{Change, OpenWriteTime};
+use crate::server::limits::{Failure, LogonThrottle};
 use crate::wire::NtStatus;
 use nix::sys::socket::{self, sockopt};
 use nix::sys::time::TimeVal;
+use std::net::IpAddr;
 
 /// How long a call waits for the supervisor before failing.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -777,6 +779,60 @@ impl BrokerHandle {
         }
     }
 
+    /// How much longer `addr` is refused after failed logons; `local` is
+    /// this process's throttle, used when the broker is in process.
+    pub fn logon_blocked(&self, local: &Mutex<LogonThrottle>, addr: IpAddr) -> Option<Duration> {
+        match self {
+            BrokerHandle::Local(_) => lock(local).blocked(addr, Instant::now()),
+            BrokerHandle::Remote(r) => match r.inner.call(Req::LogonBlocked { addr }) {
+                Some(Resp::Blocked(d)) => d,
+                r => {
+                    odd(r);
+                    None
+                }
+            },
+        }
+    }
+
+    /// Counts a failed logon from `addr`; the lockout it started, if any.
+    pub fn logon_failed(
+        &self,
+        local: &Mutex<LogonThrottle>,
+        addr: IpAddr,
+        limit: u32,
+        window: Duration,
+        lockout: Duration,
+    ) -> Option<Duration> {
+        match self {
+            BrokerHandle::Local(_) => {
+                match lock(local).failed(addr, Instant::now(), limit, window, lockout) {
+                    Failure::Blocked(d) => Some(d),
+                    Failure::Counted(_) => None,
+                }
+            }
+            BrokerHandle::Remote(r) => match r.inner.call(Req::LogonFailed {
+                addr,
+                limit,
+                window,
+                lockout,
+            }) {
+                Some(Resp::Blocked(d)) => d,
+                r => {
+                    odd(r);
+                    None
+                }
+            },
+        }
+    }
+
+    /// A successful logon from `addr` forgets its failures.
+    pub fn logon_succeeded(&self, local: &Mutex<LogonThrottle>, addr: IpAddr) {
+        match self {
+            BrokerHandle::Local(_) => lock(local).succeeded(addr),
+            BrokerHandle::Remote(r) => Self::unit(r, Req::LogonSucceeded { addr }),
+        }
+    }
+
     /// Whether this is the supervisor's broker (other workers exist).
     pub fn is_remote(&self) -> bool {
         matches!(self, BrokerHandle::Remote(_))
@@ -1323,6 +1379,29 @@ mod tests {
         let h = |i| BrokerHandle::Remote(RemoteBroker::new(svc.attach(i, 2).unwrap()).unwrap());
         let hs = [h(0), h(1), h(2)];
         (svc, hs)
+    }
+
+    /// Failed logons count per address across workers: two failures on
+    /// one worker and one on another block the address for all of them.
+    #[test]
+    fn failed_logons_are_counted_across_workers() {
+        let (_svc, [a, b, c]) = three();
+        let local = Mutex::new(LogonThrottle::default());
+        let addr: IpAddr = "192.0.2.7".parse().unwrap();
+        let other: IpAddr = "192.0.2.8".parse().unwrap();
+        let (w, l) = (Duration::from_secs(60), Duration::from_secs(30));
+        assert_eq!(a.logon_failed(&local, addr, 3, w, l), None);
+        assert_eq!(a.logon_failed(&local, addr, 3, w, l), None);
+        assert_eq!(b.logon_failed(&local, addr, 3, w, l), Some(l));
+        assert!(c.logon_blocked(&local, addr).is_some());
+        assert!(c.logon_blocked(&local, other).is_none());
+        assert!(
+            lock(&local).blocked(addr, Instant::now()).is_none(),
+            "not counted locally"
+        );
+        // Success does not lift a running lockout.
+        a.logon_succeeded(&local, addr);
+        assert!(b.logon_blocked(&local, addr).is_some());
     }
 
     /// Worker `a` holds open 7 (batch oplock, read sharing, a lock) as a

@@ -482,6 +482,23 @@ pub enum Req {
         open_id: u64,
         owner: u64,
     },
+    /// Failed-logon throttling is per client address across all workers:
+    /// how much longer `addr` is refused (`Resp::Blocked`).
+    LogonBlocked {
+        addr: std::net::IpAddr,
+    },
+    /// A failed logon from `addr` (`Resp::Blocked`: the lockout it just
+    /// started, if it did).
+    LogonFailed {
+        addr: std::net::IpAddr,
+        limit: u32,
+        window: Duration,
+        lockout: Duration,
+    },
+    /// A successful logon from `addr` forgets its failures (`Resp::Unit`).
+    LogonSucceeded {
+        addr: std::net::IpAddr,
+    },
 }
 
 /// Byte-range locks of one open: (offset, length, exclusive).
@@ -560,6 +577,8 @@ pub enum Resp {
     /// `AdoptOrphan`: the open's oplock level and byte-range locks (offset,
     /// length, exclusive), if the broker still had it.
     Adopted(Option<(u8, Locks)>),
+    /// `LogonBlocked` / `LogonFailed`.
+    Blocked(Option<Duration>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

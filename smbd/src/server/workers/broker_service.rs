@@ -17,7 +17,7 @@ use std::io::IoSlice;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::socket::{self, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType};
@@ -208,6 +208,8 @@ pub struct BrokerService {
     /// Started with the first orphan: the thread that purges orphans on a
     /// break or at their deadline.
     reaper: std::sync::OnceLock<()>,
+    /// Failed logons by client address, for every worker.
+    logons: Mutex<crate::server::limits::LogonThrottle>,
 }
 
 impl BrokerService {
@@ -853,6 +855,25 @@ impl BrokerService {
                 let key = FileKey::from(key);
                 let r = b.unlock(key, open_id, offset, length);
                 return (Resp::Status(status(r)), r.is_ok().then_some(key));
+            }
+            Req::LogonBlocked { addr } => {
+                Resp::Blocked(lock(&self.logons).blocked(addr, Instant::now()))
+            }
+            Req::LogonFailed {
+                addr,
+                limit,
+                window,
+                lockout,
+            } => {
+                let f = lock(&self.logons).failed(addr, Instant::now(), limit, window, lockout);
+                Resp::Blocked(match f {
+                    crate::server::limits::Failure::Blocked(d) => Some(d),
+                    crate::server::limits::Failure::Counted(_) => None,
+                })
+            }
+            Req::LogonSucceeded { addr } => {
+                lock(&self.logons).succeeded(addr);
+                Resp::Unit
             }
             Req::DurableKept {
                 key,
