@@ -238,11 +238,7 @@ async fn surrender_on_claim(st: Arc<ServerState>, mut rx: mpsc::UnboundedReceive
         // A kernel lease goes along: the claimant re-issues it on its fd.
         let kernel = taken
             .as_ref()
-            .map_or(0, |d| match st.kernel.kind_of(&d.open.fd) {
-                kmod_interface::lease::LeaseKind::None => 0,
-                kmod_interface::lease::LeaseKind::Read => 1,
-                kmod_interface::lease::LeaseKind::Write => 2,
-            });
+            .map_or(0, |d| st.kernel.moving_kind(&d.open.fd));
         let st2 = st.clone();
         let given = tokio::task::spawn_blocking(move || {
             let moved = taken
@@ -383,14 +379,8 @@ pub async fn claim(st: &Arc<ServerState>, id: u64) -> bool {
         lock_seq: LockSequences::from_bytes(&m.lock_seq),
         ofd,
     };
-    let kind = match m.kernel_lease {
-        1 => kmod_interface::lease::LeaseKind::Read,
-        2 => kmod_interface::lease::LeaseKind::Write,
-        _ => kmod_interface::lease::LeaseKind::None,
-    };
-    if kind != kmod_interface::lease::LeaseKind::None && super::kernel_oplock::enabled(&open.share)
-    {
-        st.kernel.adopt(st, open.key, id, &open.fd, kind);
+    if super::kernel_oplock::enabled(&open.share) {
+        st.kernel.adopt(st, open.key, id, &open.fd, m.kernel_lease);
     }
     if m.purge {
         info!(

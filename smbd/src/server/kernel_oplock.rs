@@ -329,12 +329,17 @@ impl KernelLeases {
         }
     }
 
-    /// The kernel lease kind recorded for `fd` (a disconnected durable open
-    /// about to move to another worker).
-    pub fn kind_of(&self, fd: &Arc<OwnedFd>) -> LeaseKind {
+    /// The kernel lease recorded for `fd` (a disconnected durable open about
+    /// to move to another worker), as carried in a moved open: 0 none, 1
+    /// read, 2 write.
+    pub fn moving_kind(&self, fd: &Arc<OwnedFd>) -> u8 {
         match self.lock().get(&fd.as_raw_fd()) {
-            Some(e) if Arc::ptr_eq(&e.fd, fd) => e.kind,
-            _ => LeaseKind::None,
+            Some(e) if Arc::ptr_eq(&e.fd, fd) => match e.kind {
+                LeaseKind::None => 0,
+                LeaseKind::Read => 1,
+                LeaseKind::Write => 2,
+            },
+            _ => 0,
         }
     }
 
@@ -350,18 +355,23 @@ impl KernelLeases {
         }
     }
 
-    /// A disconnected durable open moved here from another worker with
-    /// kernel lease `kind` on its description: record it, so that the
-    /// reconnect re-issues it through this worker's fd
-    /// ([`KernelLeases::reclaimed`]).
+    /// A disconnected durable open moved here from another worker with the
+    /// kernel lease `moved` ([`KernelLeases::moving_kind`]) on its
+    /// description: record it, so that the reconnect re-issues it through
+    /// this worker's fd ([`KernelLeases::reclaimed`]).
     pub fn adopt(
         &self,
         st: &Arc<ServerState>,
         key: FileKey,
         open_id: u64,
         fd: &Arc<OwnedFd>,
-        kind: LeaseKind,
+        moved: u8,
     ) {
+        let kind = match moved {
+            1 => LeaseKind::Read,
+            2 => LeaseKind::Write,
+            _ => return,
+        };
         self.start(st);
         self.insert(st, fd, key, open_id, kind);
     }
