@@ -30,6 +30,18 @@ use super::broker_proto::{
 use crate::fsa::broker::{Broker, FileKey, Opened};
 use crate::fsa::oplock::BreakNotice;
 
+/// Removes the entries of `m` that belong to link `id`; returns their keys.
+fn take_links<K: Copy + Eq + std::hash::Hash>(m: &mut HashMap<K, u64>, id: u64) -> Vec<K> {
+    let mut gone = Vec::new();
+    m.retain(|k, l| {
+        if *l == id {
+            gone.push(*k);
+        }
+        *l != id
+    });
+    gone
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -534,18 +546,7 @@ impl BrokerService {
         // Claims waiting for this worker's answer fail now (dropping their
         // senders wakes the claimants).
         lock(&self.claims).retain(|_, c| c.holder != id);
-        let owners: Vec<u64> = {
-            let mut o = lock(&self.owners);
-            let mine: Vec<u64> = o
-                .iter()
-                .filter(|(_, l)| **l == id)
-                .map(|(k, _)| *k)
-                .collect();
-            for k in &mine {
-                o.remove(k);
-            }
-            mine
-        };
+        let owners = take_links(&mut lock(&self.owners), id);
         for o in owners {
             self.broker.unregister_break_sink(o);
         }
@@ -553,18 +554,7 @@ impl BrokerService {
             set.remove(&id);
         }
         // Unlinks the dead worker owed: their waiters go on.
-        let owed: Vec<FileKey> = {
-            let mut u = lock(&self.unlinking);
-            let keys: Vec<FileKey> = u
-                .iter()
-                .filter(|(_, l)| **l == id)
-                .map(|(k, _)| *k)
-                .collect();
-            for k in &keys {
-                u.remove(k);
-            }
-            keys
-        };
+        let owed = take_links(&mut lock(&self.unlinking), id);
         for key in owed {
             self.wake(key);
         }
